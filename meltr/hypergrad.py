@@ -1,0 +1,493 @@
+"""Hypergradients of the bi-level problem behind MELTR (paper eq. 8-11, Table 8).
+
+The meta parameters ``phi`` (the combiner) define the training loss ``L_aux(w; phi)`` of the backbone
+weights ``w``; they are judged by the primary (outer) loss ``L_P(w, phi)``::
+
+    min_phi L_P(w*(phi), phi)    s.t.    w*(phi) = argmin_w L_aux(w; phi)
+
+By the implicit function theorem, with ``v = dL_P/dw`` and the mixed term ``M = d2 L_aux / dw dphi``::
+
+    dL_P/dphi = dL_P/dphi|direct - M^T H^{-1} v,      H = d2 L_aux / dw2
+
+Every scheme here has one callable shape::
+
+    hg(primary_fn, aux_fn, params, meta_params, comm=LOCAL) -> tuple[Tensor, ...]
+
+``primary_fn(params)`` and ``aux_fn(params)`` evaluate the two losses at the given backbone parameter
+values (the meta parameters are captured by ``aux_fn``); the result is the approximate gradient of the
+primary loss with respect to each meta parameter, direct term included, ready to be written to
+``phi.grad``. ``comm`` averages across data-parallel ranks (identity in one process).
+
+Schemes (``HYPERGRADS``): ``aid_fp_lite`` (MELTR: ``H^{-1} ~ I``), ``aid_fp`` (AuxiLearn: Neumann
+series), ``aid_cg`` (conjugate gradient), ``itd`` (one differentiable step, Meta-Weight-Net style),
+``stocbio`` (stochastic Neumann series).
+
+Fast AID-FP-Lite. With ``L_aux = C(l(w); phi)`` for a vector of T losses ``l``,
+``<grad_w L_aux, p> = sum_t a_t(l, phi) c_t`` where ``a_t = dC/dl_t`` and ``c = J_l(w) p`` does not
+depend on phi. The mixed term therefore needs only the T directional derivatives ``c``: one
+forward-mode JVP through the backbone (``mode="jvp"``) or a central finite difference (``mode="fd"``,
+two forwards without autograd), then a double backward through the tiny combiner alone. The official
+code instead builds ``grad_w L_aux`` with ``create_graph=True`` and back-propagates through it
+(``mode="autograd"``), a double backward through the whole backbone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator, Literal, Protocol, Sequence
+
+import torch
+from torch import Tensor
+
+from meltr.interface import as_full_precision
+from meltr.registry import Registry
+
+__all__ = [
+    "Comm",
+    "LOCAL",
+    "CombinedObjective",
+    "SumObjective",
+    "HypergradConfig",
+    "HYPERGRADS",
+    "build_hypergrad",
+    "Hypergradient",
+    "AIDFPLite",
+    "AIDFP",
+    "AIDCG",
+    "ITD",
+    "StocBiO",
+    "primary_grads",
+    "directional_derivatives",
+    "mixed_product",
+]
+
+log = logging.getLogger(__name__)
+
+Params = Sequence[Tensor]
+Objective = Callable[[Params], Tensor]
+Mode = Literal["jvp", "fd", "autograd"]
+
+
+class Comm:
+    """Averaging across data-parallel ranks, as the hypergradient needs it. One process: identity.
+
+    :class:`meltr.distributed.DistComm` implements it with ``all_reduce``.
+    """
+
+    world_size: int = 1
+
+    def mean(self, tensors: Sequence[Tensor]) -> list[Tensor]:
+        """Element-wise mean of each tensor over ranks."""
+        return list(tensors)
+
+    def globalise(self, losses: Tensor) -> Tensor:
+        """Loss vector whose *value* is the mean over ranks and whose gradient is the local one.
+
+        With per-sample-mean losses and equal local batches, the mean over ranks is the loss of the
+        concatenated batch, so combining it keeps a nonlinear combiner exact under data parallelism.
+        """
+        return losses
+
+
+LOCAL = Comm()
+
+
+class CombinedObjective:
+    """``L_aux(w) = combine(losses(w))``, with the structure exposed for the fast schemes.
+
+    Args:
+        losses_fn: Maps backbone parameter values to the loss vector ``[T]`` (local batch).
+        combine: The combiner, ``[T] -> []``; its parameters are the meta parameters.
+        sample: Optional factory of the same objective on a fresh batch (used by ``stocbio``).
+        comm: Data-parallel communicator used to globalise the losses in ``__call__``.
+    """
+
+    def __init__(
+        self,
+        losses_fn: Callable[[Params], Tensor],
+        combine: Callable[[Tensor], Tensor],
+        sample: Callable[[], "CombinedObjective"] | None = None,
+        comm: Comm = LOCAL,
+    ) -> None:
+        self.losses_fn = losses_fn
+        self.combine = combine
+        self._sample = sample
+        self.comm = comm
+
+    def losses(self, params: Params) -> Tensor:
+        """Local loss vector ``[T]`` at ``params``."""
+        return self.losses_fn(params)
+
+    def __call__(self, params: Params) -> Tensor:
+        return self.combine(self.comm.globalise(self.losses_fn(params)))
+
+    def sample(self) -> "CombinedObjective":
+        """The same objective on a fresh batch, or itself when no sampler was given."""
+        return self._sample() if self._sample is not None else self
+
+
+class SumObjective:
+    """A primary objective that is a sum of terms; gradients are taken term by term to bound memory."""
+
+    def __init__(self, *terms: Objective) -> None:
+        self.terms = terms
+
+    def __call__(self, params: Params) -> Tensor:
+        return sum(t(params) for t in self.terms)  # type: ignore[return-value]
+
+
+class Hypergradient(Protocol):
+    def __call__(
+        self, primary_fn: Objective, aux_fn: Objective, params: Params, meta_params: Params, comm: Comm = LOCAL
+    ) -> tuple[Tensor, ...]: ...
+
+
+# --------------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def _grad(out: Tensor, inputs: Params, **kwargs: object) -> list[Tensor]:
+    """``autograd.grad`` with zeros for unused inputs."""
+    grads = torch.autograd.grad(out, list(inputs), allow_unused=True, **kwargs)  # type: ignore[arg-type]
+    return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
+
+
+def _add(xs: list[Tensor], ys: Sequence[Tensor], alpha: float = 1.0) -> list[Tensor]:
+    return [x.add(y, alpha=alpha) for x, y in zip(xs, ys)]
+
+
+def _dot(xs: Sequence[Tensor], ys: Sequence[Tensor]) -> Tensor:
+    return sum((x * y).sum() for x, y in zip(xs, ys))  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _differentiable_attention() -> Iterator[None]:
+    """Routes ``scaled_dot_product_attention`` to the math kernel, which supports forward-mode AD and
+    double backward (the CPU flash kernel supports neither; see the environment notes)."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # pragma: no cover - older torch
+        yield
+        return
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
+
+
+def primary_grads(primary_fn: Objective, params: Params, meta_params: Params) -> tuple[list[Tensor], list[Tensor]]:
+    """``v = dL_P/dw`` (detached) and the direct term ``dL_P/dphi``, term by term for a SumObjective."""
+    terms = primary_fn.terms if isinstance(primary_fn, SumObjective) else (primary_fn,)
+    n = len(params)
+    v: list[Tensor] | None = None
+    direct: list[Tensor] | None = None
+    for term in terms:
+        out = term(params)
+        if not out.requires_grad:
+            continue
+        g = _grad(out, list(params) + list(meta_params))
+        v = g[:n] if v is None else _add(v, g[:n])
+        direct = g[n:] if direct is None else _add(direct, g[n:])
+    if v is None or direct is None:
+        raise ValueError("the primary objective does not depend on the backbone parameters")
+    return [x.detach() for x in v], [x.detach() for x in direct]
+
+
+def _rng_snapshot(device_types: set[str]) -> dict[str, object]:
+    snap: dict[str, object] = {"cpu": torch.get_rng_state()}
+    if "cuda" in device_types and torch.cuda.is_available():
+        snap["cuda"] = torch.cuda.get_rng_state_all()
+    return snap
+
+
+def _rng_restore(snap: dict[str, object]) -> None:
+    torch.set_rng_state(snap["cpu"])  # type: ignore[arg-type]
+    if "cuda" in snap:
+        torch.cuda.set_rng_state_all(snap["cuda"])  # type: ignore[arg-type]
+
+
+def directional_derivatives(
+    aux_fn: CombinedObjective, params: Params, direction: Params, mode: Literal["jvp", "fd"], fd_eps: float | None = None
+) -> tuple[Tensor, Tensor]:
+    """Local losses ``l(w)`` ``[T]`` and their directional derivatives ``c = J_l(w) p`` ``[T]``.
+
+    ``jvp`` uses forward-mode AD (one forward carrying tangents). ``fd`` uses a central difference
+    ``c = (l(w + h u) - l(w - h u)) |p| / 2h`` along ``u = p/|p|`` with ``h = fd_eps * max(1, |w|)``
+    (``fd_eps`` defaults to the cube root of the dtype's machine epsilon), both forwards under
+    ``no_grad`` with the same random state (identical dropout masks); ``l(w)`` is their midpoint.
+    """
+    if mode == "jvp":
+        primals = tuple(p.detach() for p in params)
+        tangents = tuple(d.detach().to(p.dtype) for d, p in zip(direction, params))
+        with _differentiable_attention():
+            l, c = torch.func.jvp(lambda *ps: aux_fn.losses(ps), primals, tangents)
+        return l.detach(), c.detach()
+    if mode != "fd":
+        raise ValueError(f"unknown directional mode {mode!r}")
+    with torch.no_grad():
+        p_norm = torch.sqrt(sum((d.double() ** 2).sum() for d in direction))  # type: ignore[arg-type]
+        w_norm = torch.sqrt(sum((p.double() ** 2).sum() for p in params))  # type: ignore[arg-type]
+        if float(p_norm) == 0.0:
+            l = aux_fn.losses([p.detach() for p in params])
+            return l.detach(), torch.zeros_like(l)
+        if fd_eps is None:
+            fd_eps = torch.finfo(params[0].dtype).eps ** (1.0 / 3.0)
+        h = fd_eps * max(1.0, float(w_norm))
+        scale = h / float(p_norm)
+        snap = _rng_snapshot({p.device.type for p in params})
+        l_plus = aux_fn.losses([p.detach() + scale * d for p, d in zip(params, direction)])
+        _rng_restore(snap)
+        l_minus = aux_fn.losses([p.detach() - scale * d for p, d in zip(params, direction)])
+        l = 0.5 * (l_plus + l_minus)
+        c = (l_plus - l_minus) * (float(p_norm) / (2.0 * h))
+    return l.detach(), c.detach()
+
+
+def _mixed_from_directional(combine: Callable[[Tensor], Tensor], l: Tensor, c: Tensor, meta_params: Params) -> list[Tensor]:
+    """``d/dphi sum_t a_t(l, phi) c_t``: a double backward through the combiner only."""
+    with torch.enable_grad():
+        x = as_full_precision(l.detach()).requires_grad_(True)
+        out = combine(x)
+        if not out.requires_grad:
+            return [torch.zeros_like(m) for m in meta_params]
+        (a,) = torch.autograd.grad(out, x, create_graph=True, allow_unused=True)
+        if a is None:  # the combiner ignores the losses
+            return [torch.zeros_like(m) for m in meta_params]
+        s = (a * c.detach().to(a.dtype)).sum()
+        if not s.requires_grad:  # a does not depend on phi (e.g. a fixed combiner)
+            return [torch.zeros_like(m) for m in meta_params]
+        return _grad(s, meta_params)
+
+
+def _aux_grad_graph(aux_fn: Objective, params: Params) -> list[Tensor]:
+    """``grad_w L_aux`` with ``create_graph=True`` (depends on phi and on w)."""
+    with _differentiable_attention():
+        out = aux_fn(params)
+        return _grad(out, params, create_graph=True)
+
+
+def _graph_vjp(g: Sequence[Tensor], inputs: Params, p: Sequence[Tensor], retain: bool = True) -> list[Tensor]:
+    """``d/dinputs <g, p>`` through a gradient graph ``g``; entries of g without a graph contribute 0."""
+    pairs = [(gi, pi) for gi, pi in zip(g, p) if gi.requires_grad]
+    if not pairs:
+        return [torch.zeros_like(x) for x in inputs]
+    outs, grads = zip(*pairs)
+    res = torch.autograd.grad(outs, list(inputs), grad_outputs=grads, allow_unused=True, retain_graph=retain)
+    return [torch.zeros_like(x) if r is None else r.detach() for r, x in zip(res, inputs)]
+
+
+def mixed_product(
+    aux_fn: Objective,
+    params: Params,
+    meta_params: Params,
+    p: Sequence[Tensor],
+    mode: Mode,
+    comm: Comm = LOCAL,
+    fd_eps: float | None = None,
+    graph: Sequence[Tensor] | None = None,
+) -> list[Tensor]:
+    """``M^T p = d/dphi <grad_w L_aux(w; phi), p>`` for a fixed direction ``p``.
+
+    Args:
+        aux_fn: The training objective; ``jvp``/``fd`` need a :class:`CombinedObjective`.
+        p: Direction in backbone-parameter space (already averaged over ranks).
+        mode: ``jvp``/``fd`` (fast, combiner-only double backward) or ``autograd`` (official).
+        graph: A ``grad_w L_aux`` built with ``create_graph`` to reuse in ``autograd`` mode.
+    """
+    if mode in ("jvp", "fd"):
+        if not isinstance(aux_fn, CombinedObjective):
+            raise TypeError(f"mode {mode!r} needs a CombinedObjective aux_fn (losses + combiner); use mode='autograd'")
+        l, c = directional_derivatives(aux_fn, params, p, mode, fd_eps)
+        l, c = comm.mean([l, c])
+        return _mixed_from_directional(aux_fn.combine, l, c, meta_params)
+    if mode != "autograd":
+        raise ValueError(f"unknown mode {mode!r}; valid: jvp, fd, autograd")
+    g = graph if graph is not None else _aux_grad_graph(aux_fn, params)
+    return comm.mean(_graph_vjp(g, meta_params, p, retain=graph is not None))
+
+
+def _finish(direct: list[Tensor], mixed: list[Tensor], scale: float = 1.0) -> tuple[Tensor, ...]:
+    """``direct - scale * mixed``."""
+    return tuple(d - scale * m for d, m in zip(direct, mixed))
+
+
+# --------------------------------------------------------------------------------------------------
+# Schemes
+
+
+@dataclass
+class HypergradConfig:
+    """Which hypergradient scheme to use and its options."""
+
+    name: str = "aid_fp_lite"  # aid_fp_lite, aid_fp, aid_cg, itd, stocbio
+    mode: Mode | None = None  # mixed-term computation; None = jvp for aid_fp_lite/itd, autograd otherwise
+    fd_eps: float | None = None  # relative finite-difference step for mode=fd; None = cbrt(machine eps)
+    terms: int = 3  # Neumann terms J (aid_fp, stocbio)
+    alpha: float = 1.0  # Neumann step alpha_h (aid_fp) / eta (stocbio); AuxiLearn's default is 1
+    cg_iters: int = 3  # conjugate-gradient iterations (aid_cg)
+    cg_damping: float = 0.0  # solve (H + damping I) p = v (aid_cg)
+    inner_lr: float | None = None  # itd unrolled step size; None = the backbone's current learning rate
+
+    def validate(self) -> None:
+        if self.terms < 0 or self.cg_iters < 1:
+            raise ValueError("terms must be >= 0 and cg_iters >= 1")
+        if self.alpha <= 0:
+            raise ValueError(f"alpha must be > 0, got {self.alpha}")
+
+
+class AIDFPLite:
+    """MELTR's scheme: ``H^{-1} ~ I``, so ``dL_P/dphi ~ direct - M^T v`` (paper eq. 11)."""
+
+    def __init__(self, mode: Mode = "jvp", fd_eps: float | None = None) -> None:
+        self.mode, self.fd_eps = mode, fd_eps
+
+    def __call__(self, primary_fn: Objective, aux_fn: Objective, params: Params, meta_params: Params, comm: Comm = LOCAL) -> tuple[Tensor, ...]:
+        v, direct = primary_grads(primary_fn, params, meta_params)
+        v = comm.mean(v)
+        mode = self.mode if isinstance(aux_fn, CombinedObjective) else "autograd"
+        return _finish(direct, mixed_product(aux_fn, params, meta_params, v, mode, comm, self.fd_eps))
+
+
+class AIDFP:
+    """AuxiLearn: ``H^{-1} ~ alpha sum_{j=0..J} (I - alpha H)^j`` (Neumann series, J terms).
+
+    AuxiLearn omits the leading ``alpha``; with its default ``alpha = 1`` the two coincide.
+    """
+
+    def __init__(self, terms: int = 3, alpha: float = 1.0, mode: Mode = "autograd", fd_eps: float | None = None) -> None:
+        self.terms, self.alpha, self.mode, self.fd_eps = terms, alpha, mode, fd_eps
+
+    def _series(self, v: list[Tensor], hvp: Callable[[list[Tensor]], list[Tensor]]) -> list[Tensor]:
+        cur, acc = v, list(v)
+        for _ in range(self.terms):
+            cur = _add(cur, hvp(cur), alpha=-self.alpha)
+            acc = _add(acc, cur)
+        return [self.alpha * a for a in acc]
+
+    def __call__(self, primary_fn: Objective, aux_fn: Objective, params: Params, meta_params: Params, comm: Comm = LOCAL) -> tuple[Tensor, ...]:
+        v, direct = primary_grads(primary_fn, params, meta_params)
+        v = comm.mean(v)
+        g = _aux_grad_graph(aux_fn, params)
+        p = self._series(v, lambda x: comm.mean(_graph_vjp(g, params, x)))
+        graph = g if self.mode == "autograd" else None
+        return _finish(direct, mixed_product(aux_fn, params, meta_params, p, self.mode, comm, self.fd_eps, graph))
+
+
+class StocBiO:
+    """StocBiO: the Neumann estimate with a fresh mini-batch Hessian in every factor.
+
+    ``H^{-1} v ~ eta sum_{q=0..Q} prod_{j<=q} (I - eta H_j) v``, with ``H_j`` evaluated on
+    ``aux_fn.sample()`` (a new batch each time) when the objective provides one.
+    """
+
+    def __init__(self, terms: int = 3, eta: float = 1.0, mode: Mode = "autograd", fd_eps: float | None = None) -> None:
+        self.terms, self.eta, self.mode, self.fd_eps = terms, eta, mode, fd_eps
+
+    def __call__(self, primary_fn: Objective, aux_fn: Objective, params: Params, meta_params: Params, comm: Comm = LOCAL) -> tuple[Tensor, ...]:
+        v, direct = primary_grads(primary_fn, params, meta_params)
+        v = comm.mean(v)
+        cur, acc = v, list(v)
+        for _ in range(self.terms):
+            sampled = aux_fn.sample() if isinstance(aux_fn, CombinedObjective) else aux_fn
+            g = _aux_grad_graph(sampled, params)
+            cur = _add(cur, comm.mean(_graph_vjp(g, params, cur, retain=False)), alpha=-self.eta)
+            acc = _add(acc, cur)
+        p = [self.eta * a for a in acc]
+        return _finish(direct, mixed_product(aux_fn, params, meta_params, p, self.mode, comm, self.fd_eps))
+
+
+class AIDCG:
+    """AID-CG: solve ``(H + damping I) p = v`` with a few conjugate-gradient steps on HVPs."""
+
+    def __init__(self, iters: int = 3, damping: float = 0.0, mode: Mode = "autograd", fd_eps: float | None = None) -> None:
+        self.iters, self.damping, self.mode, self.fd_eps = iters, damping, mode, fd_eps
+
+    def __call__(self, primary_fn: Objective, aux_fn: Objective, params: Params, meta_params: Params, comm: Comm = LOCAL) -> tuple[Tensor, ...]:
+        v, direct = primary_grads(primary_fn, params, meta_params)
+        v = comm.mean(v)
+        g = _aux_grad_graph(aux_fn, params)
+
+        def apply_h(x: list[Tensor]) -> list[Tensor]:
+            hx = comm.mean(_graph_vjp(g, params, x))
+            return _add(hx, x, alpha=self.damping) if self.damping else hx
+
+        p = [torch.zeros_like(x) for x in v]
+        r = list(v)  # residual v - H p with p = 0
+        d = list(r)
+        rr = _dot(r, r)
+        for _ in range(self.iters):
+            if float(rr) <= torch.finfo(rr.dtype).tiny:
+                break
+            hd = apply_h(d)
+            dhd = _dot(d, hd)
+            if float(dhd) == 0.0 or not math.isfinite(float(dhd)):
+                break  # degenerate curvature along d: keep the current iterate
+            step = rr / dhd
+            p = _add(p, [step * x for x in d])
+            r = _add(r, [step * x for x in hd], alpha=-1.0)
+            rr_new = _dot(r, r)
+            d = _add(r, [(rr_new / rr) * x for x in d])
+            rr = rr_new
+        graph = g if self.mode == "autograd" else None
+        return _finish(direct, mixed_product(aux_fn, params, meta_params, p, self.mode, comm, self.fd_eps, graph))
+
+
+class ITD:
+    """One differentiable unrolled step (Meta-Weight-Net): ``w' = w - lr grad_w L_aux(w; phi)``,
+    hypergradient ``d/dphi L_P(w'(phi), phi) = direct(w') - lr M(w)^T grad_w L_P(w')``.
+    """
+
+    def __init__(self, inner_lr: float | None = None, mode: Mode = "jvp", fd_eps: float | None = None) -> None:
+        self.inner_lr, self.mode, self.fd_eps = inner_lr, mode, fd_eps
+
+    def __call__(self, primary_fn: Objective, aux_fn: Objective, params: Params, meta_params: Params, comm: Comm = LOCAL) -> tuple[Tensor, ...]:
+        if self.inner_lr is None:
+            raise ValueError("ITD needs inner_lr (the trainer sets it to the backbone learning rate)")
+        lr = self.inner_lr
+        mode = self.mode if isinstance(aux_fn, CombinedObjective) else "autograd"
+        if mode == "autograd":
+            g = _aux_grad_graph(aux_fn, params)
+            step = comm.mean([x.detach() for x in g])
+        else:
+            g = None
+            with torch.enable_grad():
+                step = comm.mean([x.detach() for x in _grad(aux_fn(params), params)])
+        w_next = [(p.detach() - lr * s).requires_grad_(True) for p, s in zip(params, step)]
+        v, direct = primary_grads(primary_fn, w_next, meta_params)
+        v = comm.mean(v)
+        return _finish(direct, mixed_product(aux_fn, params, meta_params, v, mode, comm, self.fd_eps, g), lr)
+
+
+HYPERGRADS: Registry[Callable[[HypergradConfig], Hypergradient]] = Registry("hypergradient")
+
+
+@HYPERGRADS.register("aid_fp_lite")
+def _aid_fp_lite(cfg: HypergradConfig) -> Hypergradient:
+    return AIDFPLite(cfg.mode or "jvp", cfg.fd_eps)
+
+
+@HYPERGRADS.register("aid_fp")
+def _aid_fp(cfg: HypergradConfig) -> Hypergradient:
+    return AIDFP(cfg.terms, cfg.alpha, cfg.mode or "autograd", cfg.fd_eps)
+
+
+@HYPERGRADS.register("aid_cg")
+def _aid_cg(cfg: HypergradConfig) -> Hypergradient:
+    return AIDCG(cfg.cg_iters, cfg.cg_damping, cfg.mode or "autograd", cfg.fd_eps)
+
+
+@HYPERGRADS.register("itd")
+def _itd(cfg: HypergradConfig) -> Hypergradient:
+    return ITD(cfg.inner_lr, cfg.mode or "jvp", cfg.fd_eps)
+
+
+@HYPERGRADS.register("stocbio")
+def _stocbio(cfg: HypergradConfig) -> Hypergradient:
+    return StocBiO(cfg.terms, cfg.alpha, cfg.mode or "autograd", cfg.fd_eps)
+
+
+def build_hypergrad(cfg: HypergradConfig) -> Hypergradient:
+    """Builds the scheme ``cfg.name`` from the registry."""
+    cfg.validate()
+    return HYPERGRADS.get(cfg.name)(cfg)

@@ -1,0 +1,126 @@
+"""The one contract between a backbone and MELTR: ``forward(batch)`` returns a dict of named losses.
+
+Any ``nn.Module`` with a ``loss_names`` tuple, a ``target_loss`` name and a ``forward`` that returns
+exactly those losses (finite 0-dim tensors, in that order) can be fine-tuned by :class:`meltr.Trainer`.
+The position of a loss in ``loss_names`` is its task index in the loss transformer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+__all__ = ["LossDict", "MultiLossModel", "LossContractError", "Combiner", "check_losses", "stack_losses", "as_full_precision"]
+
+LossDict = dict[str, Tensor]
+
+
+@runtime_checkable
+class MultiLossModel(Protocol):
+    """What the trainer needs from a backbone.
+
+    Attributes:
+        loss_names: Names of the losses ``forward`` returns, fixed at construction. The order is the
+            task-embedding index of the loss transformer.
+        target_loss: The fine-tuning (primary) task loss, one of ``loss_names``.
+    """
+
+    loss_names: tuple[str, ...]
+    target_loss: str
+
+    def forward(self, batch: Mapping[str, Any]) -> LossDict: ...
+
+
+class LossContractError(ValueError):
+    """A model returned losses that break the :class:`MultiLossModel` contract."""
+
+
+def _model_name(model: object) -> str:
+    return type(model).__name__
+
+
+def check_losses(model: object, losses: object, loss_names: tuple[str, ...] | None = None) -> None:
+    """Checks one ``forward`` output against the contract and raises a precise error.
+
+    Args:
+        model: The model that produced ``losses`` (named in the error).
+        losses: The output of ``model(batch)``.
+        loss_names: Expected names; defaults to ``model.loss_names``.
+
+    Raises:
+        LossContractError: naming the model and every missing, extra, non-scalar or non-finite loss.
+    """
+    name = _model_name(model)
+    expected = tuple(loss_names if loss_names is not None else getattr(model, "loss_names", ()))
+    if not expected:
+        raise LossContractError(f"{name}: no loss_names declared (a MultiLossModel needs loss_names)")
+    if not isinstance(losses, Mapping):
+        raise LossContractError(
+            f"{name}.forward returned {type(losses).__name__}, expected a dict of named losses {expected}"
+        )
+    problems: list[str] = []
+    missing = [k for k in expected if k not in losses]
+    extra = [k for k in losses if k not in expected]
+    if missing:
+        problems.append(f"missing {missing}")
+    if extra:
+        problems.append(f"extra {extra}")
+    not_tensor = [k for k in expected if k in losses and not isinstance(losses[k], Tensor)]
+    if not_tensor:
+        problems.append(f"not tensors {not_tensor}")
+    tensors = {k: v for k, v in losses.items() if k in expected and isinstance(v, Tensor)}
+    non_scalar = [f"{k}{tuple(v.shape)}" for k, v in tensors.items() if v.dim() != 0]
+    if non_scalar:
+        problems.append(f"non-scalar {non_scalar}")
+    scalars = [(k, v) for k, v in tensors.items() if v.dim() == 0]
+    if scalars:
+        # One device sync for all losses instead of one per loss.
+        finite = torch.isfinite(torch.stack([v.detach().float() for _, v in scalars])).tolist()
+        bad = [f"{k}={v.item():g}" for (k, v), ok in zip(scalars, finite) if not ok]
+        if bad:
+            problems.append(f"non-finite {bad}")
+    if problems:
+        raise LossContractError(f"{name}.forward losses break the contract: {'; '.join(problems)}")
+
+
+def stack_losses(losses: Mapping[str, Tensor], loss_names: tuple[str, ...]) -> Tensor:
+    """Stacks named 0-dim losses into a vector ``[T]`` in ``loss_names`` order, at least float32
+    (half-precision losses from autocast are promoted so the combiner runs in full precision)."""
+    return torch.stack([as_full_precision(losses[k]) for k in loss_names])
+
+
+def as_full_precision(x: Tensor) -> Tensor:
+    """``x`` promoted to at least float32 (float64 stays float64)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+class Combiner(torch.nn.Module):
+    """Base class of every loss combiner: maps a loss vector ``[..., T]`` to one loss ``[...]``.
+
+    Subclasses set ``loss_names`` (task order) and ``learnable`` (``True`` when the combiner has meta
+    parameters trained by the bi-level meta step, as MELTR and the learned linear weights do).
+    """
+
+    loss_names: tuple[str, ...]
+    learnable: bool = False
+
+    def task_weights(self, losses: Tensor) -> Tensor:
+        """Each task's weight ``a_t = d combiner / d l_t`` at ``losses``.
+
+        Args:
+            losses: ``[T]`` or ``[B, T]`` loss values (detached inside).
+
+        Returns:
+            ``[T]`` or ``[B, T]``: the gradient of the combined loss with respect to each input loss.
+            For the multi-task sum this is all ones; for MELTR it depends on the losses.
+        """
+        with torch.enable_grad():
+            x = as_full_precision(losses.detach()).requires_grad_(True)
+            out = self(x)
+            if not out.requires_grad:
+                return torch.zeros_like(x)
+            (grad,) = torch.autograd.grad(out.sum(), x, allow_unused=True)
+        # None: the output ignores the losses (e.g. a TE-only MELTR), so every weight is 0.
+        return torch.zeros_like(x) if grad is None else grad

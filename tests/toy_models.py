@@ -1,0 +1,79 @@
+"""Small multi-loss models used across the tests (each loss a per-sample mean, as DDP parity needs)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class ToyRegression(nn.Module):
+    """Linear regression with a primary loss on ``x, y``, a helpful auxiliary on more data of the same
+    task (``xa, ya``) and a harmful auxiliary that pulls towards the opposite targets."""
+
+    loss_names = ("main", "helpful", "harmful")
+    target_loss = "main"
+
+    def __init__(self, dim: int = 8, hidden: int = 16, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        pred = self.net(batch["x"]).squeeze(-1)
+        pred_a = self.net(batch["xa"]).squeeze(-1)
+        return {
+            "main": F.mse_loss(pred, batch["y"]),
+            "helpful": F.mse_loss(pred_a, batch["ya"]),
+            "harmful": F.mse_loss(pred_a, -batch["ya"]),
+        }
+
+
+def regression_batches(n_batches: int, batch_size: int, dim: int = 8, seed: int = 0, dtype=torch.float32) -> list[dict[str, Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(dim, generator=g, dtype=dtype)
+    out = []
+    for _ in range(n_batches):
+        x = torch.randn(batch_size, dim, generator=g, dtype=dtype)
+        xa = torch.randn(batch_size, dim, generator=g, dtype=dtype)
+        out.append({"x": x, "y": x @ w + 0.1 * torch.randn(batch_size, generator=g, dtype=dtype), "xa": xa, "ya": xa @ w})
+    return out
+
+
+class TinyTransformer(nn.Module):
+    """A token classifier on ``nn.TransformerEncoderLayer`` (which calls scaled_dot_product_attention)
+    with a primary classification loss, masked-token reconstruction and a sequence-order loss."""
+
+    loss_names = ("cls", "mtm", "order")
+    target_loss = "cls"
+
+    def __init__(self, vocab: int = 20, dim: int = 16, classes: int = 3, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.pos = nn.Parameter(torch.randn(12, dim) * 0.1)
+        self.enc = nn.TransformerEncoderLayer(dim, 2, 32, dropout=dropout, batch_first=True)
+        self.cls_head = nn.Linear(dim, classes)
+        self.mtm_head = nn.Linear(dim, vocab)
+        self.order_head = nn.Linear(dim, 2)
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        tok = batch["tokens"]
+        h = self.enc(self.emb(tok) + self.pos[: tok.shape[1]])
+        masked = self.enc(self.emb(batch["masked"]) + self.pos[: tok.shape[1]])
+        shuffled = self.enc(self.emb(tok.flip(1)) + self.pos[: tok.shape[1]])
+        order_logits = torch.cat([self.order_head(h.mean(1)), self.order_head(shuffled.mean(1))])
+        order_target = torch.cat([torch.zeros(len(tok)), torch.ones(len(tok))]).long()
+        return {
+            "cls": F.cross_entropy(self.cls_head(h.mean(1)), batch["label"]),
+            "mtm": F.cross_entropy(self.mtm_head(masked).flatten(0, 1), tok.flatten()),
+            "order": F.cross_entropy(order_logits, order_target),
+        }
+
+
+def token_batches(n_batches: int, batch_size: int, seq: int = 6, vocab: int = 20, seed: int = 0) -> list[dict[str, Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_batches):
+        tok = torch.randint(1, vocab, (batch_size, seq), generator=g)
+        masked = tok.masked_fill(torch.rand(batch_size, seq, generator=g) < 0.3, 0)
+        out.append({"tokens": tok, "masked": masked, "label": tok[:, 0] % 3})
+    return out
