@@ -1,0 +1,333 @@
+"""The on-disk layer for meltr's own training checkpoints: atomic save, safe load, RNG state.
+
+This module knows nothing about what a checkpoint holds; the trainer builds the state dict. It only
+guarantees three things:
+
+* **Atomic writes.** :func:`save_checkpoint` writes to a temp file in the destination directory,
+  fsyncs it and ``os.replace``-s it over the target, so a crash mid-save leaves the previous
+  checkpoint intact.
+* **Safe reads.** :func:`load_checkpoint` uses ``torch.load(..., weights_only=True)`` and never
+  falls back to unrestricted unpickling. A refused file raises :class:`CheckpointError` naming the
+  file and the offending global.
+* **Versioning.** Every checkpoint carries ``format_version``. Older files are upgraded step by step
+  through ``_UPGRADES``; newer ones are refused.
+
+RNG states are stored as tensors and plain Python values (:func:`rng_state`) so that they too load
+under ``weights_only=True`` without an allowlist.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import random
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+try:  # numpy is optional: its global RNG is captured only when it is installed.
+    import numpy as np
+except ImportError:  # pragma: no cover - numpy is present in CI
+    np = None  # type: ignore[assignment]
+
+__all__ = [
+    "FORMAT_VERSION",
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "rng_state",
+    "set_rng_state",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION: int = 1
+"""Version of the checkpoint layout this meltr writes; bump it and add an upgrader on change."""
+
+# One entry per version step: ``_UPGRADES[v]`` turns a version-``v`` state into a version-``v + 1``
+# state. Write each as ``_upgrade_vN_to_vN1(state) -> state`` and register it here.
+_UPGRADES: dict[int, Callable[[dict], dict]] = {}
+
+_SAFE_CONTENT_HINT = (
+    "meltr checkpoints only contain tensors and plain Python containers "
+    "(dict, list, tuple, str, int, float, bool, None); convert other objects to these before "
+    "saving."
+)
+
+# torch phrases a weights-only refusal as "Unsupported global: GLOBAL mod.Name was not ..." or
+# "unsupported GLOBAL mod.name whose module mod is blocked"; the dotted name follows "GLOBAL".
+_GLOBAL_RE = re.compile(r"GLOBAL\s+([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)")
+
+
+def _read_umask() -> int:
+    # Python has no umask getter; setting and restoring it is racy only against other threads that
+    # create files at that instant, so do it once at import time rather than on every save.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read, is refused by the safe loader, or has a bad version."""
+
+
+def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
+    """Writes ``state`` to ``path`` atomically.
+
+    The state is written with ``torch.save`` into a temp file (``.<name>.XXXX.tmp``) in the same
+    directory, flushed, fsynced and moved over ``path`` with ``os.replace``; the directory is then
+    fsynced (best effort). If anything fails, the temp file is removed and the previous file at
+    ``path`` (if any) is untouched. The parent directory is created if needed.
+
+    Args:
+        state: The checkpoint contents: tensors and plain Python containers only, so that
+            :func:`load_checkpoint` can read them back with ``weights_only=True``. The top level is
+            copied, and ``format_version`` is set to :data:`FORMAT_VERSION` if absent; the caller's
+            dict is not modified.
+        path: Destination file.
+
+    Raises:
+        TypeError: If ``state`` is not a dict.
+    """
+    if not isinstance(state, dict):
+        raise TypeError(f"checkpoint state must be a dict, got {type(state).__name__}")
+    state = dict(state)
+    state.setdefault("format_version", FORMAT_VERSION)
+
+    path = Path(path)
+    directory = path.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    # Same directory as the target so that os.replace is a rename within one filesystem (atomic).
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        _set_mode(tmp_name, path)
+        os.replace(tmp_name, path)
+    except BaseException:
+        # BaseException too: a Ctrl-C mid-save must not leave a stray temp file behind.
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(directory)
+
+
+def _set_mode(tmp_name: str, path: Path) -> None:
+    # mkstemp creates files 0600; give the checkpoint the permissions a plain torch.save would have
+    # (or keep those of the file being replaced) so that e.g. a group eval job can still read it.
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        mode = 0o666 & ~_UMASK
+    try:
+        os.chmod(tmp_name, mode)
+    except OSError:  # pragma: no cover - filesystems without POSIX modes
+        pass
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Persists the rename itself. Not every platform can open or fsync a directory (Windows cannot).
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device | None = "cpu"
+) -> dict:
+    """Loads a checkpoint written by :func:`save_checkpoint`, safely.
+
+    Uses ``torch.load(..., weights_only=True)`` only; a file that needs arbitrary unpickling is
+    refused, never retried unsafely. Files written by an older meltr are upgraded to
+    :data:`FORMAT_VERSION` in memory.
+
+    Args:
+        path: Checkpoint file.
+        map_location: Passed to ``torch.load``; ``"cpu"`` by default so that a GPU checkpoint
+            loads anywhere.
+
+    Returns:
+        The state dict, with ``format_version == FORMAT_VERSION``.
+
+    Raises:
+        FileNotFoundError: If ``path`` is not an existing file.
+        CheckpointError: If the file is truncated or corrupt, contains a non-allowlisted global,
+            is not a dict with ``format_version``, or has a version this meltr cannot read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        match = _GLOBAL_RE.search(str(exc))
+        if match is not None:
+            raise CheckpointError(
+                f"refusing to load checkpoint {path}: it contains the global {match.group(1)!r}, "
+                f"which the safe loader (weights_only=True) does not allow. {_SAFE_CONTENT_HINT}"
+            ) from exc
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: truncated, corrupt, or not written by torch.save"
+        ) from exc
+    except (RuntimeError, EOFError, ValueError) as exc:
+        # Truncated zips surface as RuntimeError, empty files as EOFError; keep torch's first line
+        # because the same RuntimeError type also covers e.g. a CUDA map_location without CUDA.
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: truncated, corrupt, or not written by torch.save "
+            f"({detail})"
+        ) from exc
+
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"checkpoint {path} holds a {type(state).__name__}, "
+            "expected a dict written by save_checkpoint"
+        )
+    if "format_version" not in state:
+        raise CheckpointError(
+            f"checkpoint {path} has no 'format_version'; "
+            "it was not written by meltr.save_checkpoint"
+        )
+    return _upgrade(state, path)
+
+
+def _upgrade(state: dict, path: Path) -> dict:
+    version = state["format_version"]
+    # bool is an int subclass; True must not pass as version 1.
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(
+            f"checkpoint {path} has a non-integer format_version {version!r}"
+        )
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format_version {version}: it was written by a newer meltr "
+            f"(this one reads up to {FORMAT_VERSION}); upgrade meltr to load it"
+        )
+    while version < FORMAT_VERSION:
+        upgrader = _UPGRADES.get(version)
+        if upgrader is None:
+            raise CheckpointError(
+                f"checkpoint {path} has format_version {version}, and there is no upgrade from "
+                f"version {version} to {version + 1}"
+            )
+        state = upgrader(state)
+        version += 1
+        state["format_version"] = version
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """Captures every global RNG a training run draws from, as ``weights_only``-loadable values.
+
+    Returns:
+        A dict with:
+
+        * ``"python"``: ``{"version": int, "state": int64 tensor (625,), "gauss": float | None}``
+          from ``random.getstate()``.
+        * ``"numpy"`` (only if numpy is importable): ``{"bit_generator": str, "keys": int64 tensor
+          (624,), "pos": int, "has_gauss": int, "cached_gaussian": float}`` from
+          ``np.random.get_state()``.
+        * ``"torch"``: uint8 tensor, the CPU generator state.
+        * ``"cuda"`` (only if CUDA is available): list of uint8 tensors, one per device.
+    """
+    version, internal, gauss = random.getstate()
+    # The Mersenne Twister words are < 2**32, so int64 holds them exactly.
+    state: dict[str, Any] = {
+        "python": {
+            "version": int(version),
+            "state": torch.tensor(internal, dtype=torch.int64),
+            "gauss": gauss,
+        },
+        "torch": torch.get_rng_state().clone(),
+    }
+    if np is not None:
+        name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+        state["numpy"] = {
+            "bit_generator": str(name),
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        }
+    if torch.cuda.is_available():
+        state["cuda"] = [s.clone() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restores the RNGs captured by :func:`rng_state` (the exact inverse).
+
+    The ``"numpy"`` and ``"cuda"`` entries are optional. An entry that cannot be applied here (numpy
+    not installed, no CUDA) is skipped with a warning, so a GPU run's checkpoint can still be
+    evaluated on CPU.
+
+    Args:
+        state: The dict returned by :func:`rng_state`, possibly after a save/load round trip.
+
+    Raises:
+        ValueError: If the required ``"python"`` or ``"torch"`` entry is missing.
+    """
+    missing = [key for key in ("python", "torch") if key not in state]
+    if missing:
+        raise ValueError(f"RNG state is missing {missing}; got keys {sorted(state)}")
+
+    py = state["python"]
+    gauss = py["gauss"]
+    random.setstate(
+        (
+            int(py["version"]),
+            tuple(int(x) for x in py["state"].tolist()),
+            None if gauss is None else float(gauss),
+        )
+    )
+    # set_rng_state needs a CPU ByteTensor; a GPU map_location at load time has moved it.
+    torch.set_rng_state(state["torch"].to(device="cpu", dtype=torch.uint8))
+
+    if "numpy" in state:
+        if np is None:
+            logger.warning("checkpoint has a numpy RNG state but numpy is not installed; skipped")
+        else:
+            nps = state["numpy"]
+            np.random.set_state(
+                (
+                    nps["bit_generator"],
+                    nps["keys"].cpu().numpy().astype(np.uint32),
+                    int(nps["pos"]),
+                    int(nps["has_gauss"]),
+                    float(nps["cached_gaussian"]),
+                )
+            )
+
+    if "cuda" in state:
+        cuda_states = [s.to(device="cpu", dtype=torch.uint8) for s in state["cuda"]]
+        if not torch.cuda.is_available():
+            logger.warning("checkpoint has CUDA RNG states but CUDA is not available; skipped")
+        else:
+            n_devices = torch.cuda.device_count()
+            if len(cuda_states) != n_devices:
+                logger.warning(
+                    "checkpoint has CUDA RNG states for %d devices, this process sees %d; "
+                    "restoring the first %d",
+                    len(cuda_states),
+                    n_devices,
+                    min(len(cuda_states), n_devices),
+                )
+            torch.cuda.set_rng_state_all(cuda_states[:n_devices])

@@ -1,0 +1,360 @@
+"""Tests for meltr.checkpoint: atomic save, safe load, versioning and RNG state round trips."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import meltr.checkpoint as ckpt
+from meltr.checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+
+
+def _touch_marker(path: str) -> None:
+    """The payload of a malicious pickle: proof that unpickling ran our code."""
+    Path(path).write_text("pwned")
+
+
+class Evil:
+    """Unpickles into a call to ``_touch_marker``, like a real code-execution payload would."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (_touch_marker, (self.marker,))
+
+
+class PlainObject:
+    """An ordinary user class: harmless, but still not something a meltr checkpoint may contain."""
+
+    def __init__(self) -> None:
+        self.value = 3
+
+
+def _sample_state() -> dict:
+    return {
+        "model": {"w": torch.randn(3, 4), "b": torch.arange(5, dtype=torch.int64)},
+        "optim": [{"lr": 1e-3, "betas": (0.9, 0.999)}, {"lr": 0.5, "momentum": None}],
+        "step": 17,
+        "best_metric": 0.25,
+        "name": "univl/youcook2",
+        "nested": {"a": [1, 2.5, "x", None, [torch.ones(2)]]},
+        "nothing": None,
+    }
+
+
+def _assert_same(a, b) -> None:
+    """Exact structural equality, comparing tensors by dtype, shape and values."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor)
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b)
+        for key in a:
+            _assert_same(a[key], b[key])
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b)
+        for x, y in zip(a, b):
+            _assert_same(x, y)
+    else:
+        assert type(a) is type(b) and a == b
+
+
+# --- 1. round trip -------------------------------------------------------------------------------
+
+
+def test_round_trip_preserves_everything_and_adds_version(tmp_path: Path) -> None:
+    state = _sample_state()
+    path = tmp_path / "sub" / "dir" / "last.pt"  # parent directories do not exist yet
+
+    save_checkpoint(state, path)
+    loaded = load_checkpoint(path)
+
+    assert loaded["format_version"] == FORMAT_VERSION
+    assert "format_version" not in state, "the caller's dict must not be mutated"
+    _assert_same({**state, "format_version": FORMAT_VERSION}, loaded)
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
+
+
+def test_save_keeps_an_explicit_format_version(tmp_path: Path) -> None:
+    path = tmp_path / "c.pt"
+    save_checkpoint({"format_version": FORMAT_VERSION, "x": 1}, path)
+    assert load_checkpoint(path) == {"format_version": FORMAT_VERSION, "x": 1}
+
+
+def test_saved_file_mode_follows_umask_not_mkstemp(tmp_path: Path) -> None:
+    path = tmp_path / "c.pt"
+    save_checkpoint({"x": 1}, path)
+    # mkstemp would leave 0600; a checkpoint should be as readable as a plain torch.save output.
+    assert path.stat().st_mode & 0o777 == 0o666 & ~ckpt._UMASK
+
+
+def test_save_rejects_non_dict(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="dict"):
+        save_checkpoint([1, 2], tmp_path / "c.pt")  # type: ignore[arg-type]
+
+
+# --- 2. crash during save ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("exc_type", [RuntimeError, KeyboardInterrupt])
+def test_crash_mid_save_leaves_previous_checkpoint_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exc_type: type[BaseException]
+) -> None:
+    path = tmp_path / "last.pt"
+    first = _sample_state()
+    save_checkpoint(first, path)
+    seen: list[object] = []
+
+    def crashing_save(obj, f, *args, **kwargs):
+        # Leave a half-written file behind, as a real crash (disk full, kill) would.
+        seen.append(f)
+        if hasattr(f, "write"):
+            f.write(b"PK\x03\x04 half a checkpoint")
+        else:
+            Path(f).write_bytes(b"PK\x03\x04 half a checkpoint")
+        raise exc_type("injected crash")
+
+    monkeypatch.setattr(torch, "save", crashing_save)
+    with pytest.raises(exc_type, match="injected crash"):
+        save_checkpoint({"model": {"w": torch.zeros(3)}, "step": 99}, path)
+    monkeypatch.undo()
+
+    assert seen, "the injected torch.save was never called"
+    _assert_same({**first, "format_version": FORMAT_VERSION}, load_checkpoint(path))
+    assert list(tmp_path.glob("*.tmp")) == [] and list(tmp_path.glob(".*.tmp")) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_crash_on_first_save_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crashing_save(obj, f, *args, **kwargs):
+        f.write(b"garbage")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(torch, "save", crashing_save)
+    with pytest.raises(OSError, match="No space"):
+        save_checkpoint({"x": 1}, tmp_path / "c.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- 3. foreign globals are refused --------------------------------------------------------------
+
+
+def test_pickle_with_code_execution_payload_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned.txt"
+    path = tmp_path / "evil.pt"
+    torch.save({"format_version": 1, "x": Evil(marker)}, path)  # torch.save pickles anything
+
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+
+    message = str(info.value)
+    assert str(path) in message
+    assert f"{_touch_marker.__module__}._touch_marker" in message
+    assert "plain Python containers" in message
+    assert not marker.exists(), "the payload ran during load_checkpoint"
+    # Sanity check that the payload is live, so the assertion above could have failed.
+    torch.load(path, weights_only=False)
+    assert marker.read_text() == "pwned"
+
+
+def test_pickle_with_plain_custom_class_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "obj.pt"
+    torch.save({"format_version": 1, "cfg": PlainObject()}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+    assert f"{PlainObject.__module__}.PlainObject" in str(info.value)
+
+
+def test_refusal_never_falls_back_to_unsafe_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "obj.pt"
+    torch.save({"format_version": 1, "cfg": PlainObject()}, path)
+    calls: list[object] = []
+    real_load = torch.load
+
+    def recording_load(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", recording_load)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+    assert calls == [True]
+
+
+# --- 4. truncated / corrupt files ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["half", "empty", "garbage"])
+def test_corrupt_file_raises_checkpoint_error_naming_file(tmp_path: Path, damage: str) -> None:
+    good = tmp_path / "good.pt"
+    save_checkpoint(_sample_state(), good)
+    data = good.read_bytes()
+    bad = tmp_path / "bad.pt"
+    damaged = {"half": data[: len(data) // 2], "empty": b"", "garbage": b"\x80\x02garbage"}
+    bad.write_bytes(damaged[damage])
+
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(bad)
+    assert str(bad) in str(info.value)
+
+
+# --- 5. missing file, wrong layout, versions -----------------------------------------------------
+
+
+def test_missing_file_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "nope" / "missing.pt"
+    with pytest.raises(FileNotFoundError) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("payload", "match"),
+    [
+        ([1, 2, 3], "holds a list"),
+        (torch.zeros(2), "holds a Tensor"),
+        ({"model": {}}, "no 'format_version'"),
+        ({"format_version": "1"}, "non-integer"),
+        ({"format_version": True}, "non-integer"),
+    ],
+)
+def test_wrong_layout_is_refused(tmp_path: Path, payload: object, match: str) -> None:
+    path = tmp_path / "c.pt"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=match) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+
+
+def test_newer_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.pt"
+    torch.save({"format_version": FORMAT_VERSION + 1}, path)
+    with pytest.raises(CheckpointError, match="newer meltr") as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+
+
+def test_older_version_without_upgrader_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "old.pt"
+    torch.save({"format_version": FORMAT_VERSION - 1}, path)
+    with pytest.raises(CheckpointError, match="no upgrade") as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+
+
+def test_older_versions_are_upgraded_step_by_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "old.pt"
+    torch.save({"format_version": 1, "lr": 0.1}, path)
+
+    def v1_to_v2(state: dict) -> dict:
+        rest = {k: v for k, v in state.items() if k != "lr"}
+        return {**rest, "lrs": [state["lr"]]}
+
+    def v2_to_v3(state: dict) -> dict:
+        return {**state, "epoch": 0}
+
+    monkeypatch.setattr(ckpt, "FORMAT_VERSION", 3)
+    monkeypatch.setattr(ckpt, "_UPGRADES", {1: v1_to_v2, 2: v2_to_v3})
+    assert ckpt.load_checkpoint(path) == {"format_version": 3, "lrs": [0.1], "epoch": 0}
+
+
+# --- 6. RNG state --------------------------------------------------------------------------------
+
+
+def _draw() -> tuple:
+    return (
+        [random.random() for _ in range(3)],
+        random.gauss(0.0, 1.0),
+        np.random.rand(3).tolist(),
+        float(np.random.normal()),
+        torch.rand(3).tolist(),
+        torch.randint(0, 1000, (4,)).tolist(),
+    )
+
+
+def _warm_gaussian_caches() -> None:
+    # Leave a cached second Gaussian in both Python's and numpy's RNG, so the restore must carry
+    # the "gauss" / "cached_gaussian" fields and not only the Mersenne words. Each call toggles the
+    # cache, so draw until it is full whatever earlier tests left behind.
+    while random.getstate()[2] is None:
+        random.gauss(0.0, 1.0)
+    while not np.random.get_state(legacy=True)[3]:
+        np.random.normal()
+
+
+def test_rng_state_restores_identical_draws() -> None:
+    _warm_gaussian_caches()
+    state = rng_state()
+    assert state["python"]["gauss"] is not None and state["numpy"]["has_gauss"] == 1
+    first = _draw()
+    assert _draw() != first  # the RNGs really advance, so equality below is meaningful
+    set_rng_state(state)
+    assert _draw() == first
+
+
+def test_rng_state_survives_a_checkpoint_round_trip(tmp_path: Path) -> None:
+    _warm_gaussian_caches()
+    path = tmp_path / "rng.pt"
+    state = rng_state()
+    assert state["python"]["gauss"] is not None and state["numpy"]["has_gauss"] == 1
+    save_checkpoint({"rng": state}, path)
+    first = _draw()
+    _draw()
+
+    set_rng_state(load_checkpoint(path)["rng"])  # loaded with weights_only=True
+    assert _draw() == first
+
+
+def test_set_rng_state_tolerates_missing_optional_entries() -> None:
+    state = rng_state()
+    del state["numpy"]
+    np.random.seed(0)
+    numpy_before = np.random.rand()
+    np.random.seed(0)
+    torch_first = torch.rand(2).tolist()
+    set_rng_state(state)  # no numpy, no cuda: numpy's stream must be left alone
+    assert torch.rand(2).tolist() == torch_first
+    assert np.random.rand() == numpy_before
+
+
+def test_set_rng_state_requires_python_and_torch() -> None:
+    with pytest.raises(ValueError, match="torch"):
+        set_rng_state({"python": rng_state()["python"]})
+
+
+def test_cuda_rng_states_are_captured_and_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    # CI has no GPU, so stand in for torch.cuda; this checks the plumbing, not the CUDA generator.
+    fake_states = [torch.full((16,), 1, dtype=torch.uint8), torch.full((16,), 2, dtype=torch.uint8)]
+    restored: list[list[torch.Tensor]] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: fake_states)
+    monkeypatch.setattr(
+        torch.cuda, "set_rng_state_all", lambda states: restored.append(list(states))
+    )
+
+    state = rng_state()
+    assert len(state["cuda"]) == 2
+    set_rng_state(state)
+    assert len(restored) == 1
+    assert [s.tolist() for s in restored[0]] == [s.tolist() for s in fake_states]
