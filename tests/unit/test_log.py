@@ -150,6 +150,7 @@ def test_filter_drops_non_zero_rank(monkeypatch):
 def clean_meltr_logger():
     log = logging.getLogger("meltr")
     handlers, level = list(log.handlers), log.level
+    log.handlers[:] = []  # start empty: another test (e.g. the demo) may have called setup_logging
     yield log
     log.handlers[:] = handlers
     log.setLevel(level)
