@@ -3,6 +3,12 @@
 Backbone gradients are averaged by DDP on ``.backward()``. The meta step uses ``torch.autograd.grad``
 and forward-mode AD, which DDP does not reduce, so :class:`DistComm` averages what the hypergradient
 needs explicitly: the primary gradient ``v``, the loss vector and its directional derivatives.
+
+Exactness: with per-sample-mean losses and equal local batches, the backbone step and the
+``aid_fp_lite`` / ``itd`` meta steps equal a single process on the concatenated batch (tested with two
+gloo ranks). The Hessian-vector products of ``aid_fp``, ``aid_cg`` and ``stocbio`` are averaged over
+ranks too, but the curvature of a nonlinear combiner across ranks (products of gradients from
+different ranks) is not formed, so those schemes are a close approximation under DDP, not exact.
 """
 
 from __future__ import annotations
