@@ -1,0 +1,29 @@
+"""Evaluation metrics, used from a clone (not shipped in the wheel).
+
+Imports neither ``backbones`` nor ``meltr.trainer``: models and tokenizers are passed in as callables.
+Importing this package needs neither pycocoevalcap nor Java; :class:`CaptionScorer` loads them on first use.
+"""
+
+from evaluation.captioning import CAPTION_METRICS, CaptionScorer, postprocess
+from evaluation.retrieval import (
+    format_metrics,
+    ranks,
+    retrieval_metrics,
+    retrieval_metrics_multi,
+    text_to_video,
+    to_percent,
+    video_to_text,
+)
+
+__all__ = [
+    "CAPTION_METRICS",
+    "CaptionScorer",
+    "format_metrics",
+    "postprocess",
+    "ranks",
+    "retrieval_metrics",
+    "retrieval_metrics_multi",
+    "text_to_video",
+    "to_percent",
+    "video_to_text",
+]
