@@ -1,0 +1,1 @@
+"""Layers and losses shared by the backbones (BERT blocks, contrastive and masked-modelling losses)."""

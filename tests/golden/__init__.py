@@ -1,0 +1,1 @@
+"""Golden tests: tiny models against numbers produced by the official code (``shared/fixtures``)."""
