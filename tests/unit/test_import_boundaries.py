@@ -57,3 +57,40 @@ def test_meltr_never_imports_repo_packages() -> None:
     for path in sorted((ROOT / "meltr").glob("*.py")):
         mods = {m for m, _ in _imports(path)}
         assert not mods & {"backbones", "data", "evaluation", "scripts", "tests"}, path.name
+
+
+def _package_imports(package: str) -> dict[str, set[str]]:
+    """Repo-level packages imported by each file of ``package`` (full dotted names for backbones)."""
+    out = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        mods = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                mods |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                mods.add(node.module)
+        out[str(path.relative_to(ROOT))] = mods
+    return out
+
+
+def test_backbones_depend_only_on_common_and_the_meltr_interface() -> None:
+    for path, mods in _package_imports("backbones").items():
+        for m in mods:
+            top = m.split(".")[0]
+            assert top not in {"data", "evaluation", "scripts", "tests"}, f"{path} imports {m}"
+            if top == "meltr":
+                assert m == "meltr.interface", f"{path} imports {m} (backbones may use meltr.interface only)"
+            if m.startswith("backbones."):
+                parts = path.split("/")
+                own = parts[1] if len(parts) > 2 else ""
+                target = m.split(".")[1]
+                assert target in {"common", own}, f"{path} imports {m}: a backbone may not import another backbone"
+
+
+def test_data_and_evaluation_do_not_import_backbones_or_the_trainer() -> None:
+    for package in ("data", "evaluation"):
+        for path, mods in _package_imports(package).items():
+            for m in mods:
+                assert m.split(".")[0] not in {"backbones", "scripts"}, f"{path} imports {m}"
+                assert not m.startswith("meltr.trainer"), f"{path} imports {m}"
