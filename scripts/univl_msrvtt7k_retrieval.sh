@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+# UniVL + MELTR: msrvtt7k_retrieval (see scripts/_univl_row.sh for METHOD, DATA_DIR, INIT_MODEL, OUTPUT_DIR, NGPU, TINY)
+exec bash "$(dirname "${BASH_SOURCE[0]}")/_univl_row.sh" msrvtt7k_retrieval "$@"
