@@ -28,13 +28,25 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Layout", "LoadReport", "CheckpointMismatchError", "read_state_dict", "detect_layout", "convert_keys", "load_official", "to_official"]
+__all__ = ["PretrainedSpec", "Layout", "LoadReport", "CheckpointMismatchError", "read_state_dict", "detect_layout", "convert_keys", "load_official", "to_official"]
 
 log = logging.getLogger(__name__)
 
 
 class CheckpointMismatchError(RuntimeError):
     """A checkpoint does not match the layout it claims (unexpected, missing or misshapen keys)."""
+
+
+@dataclass(frozen=True)
+class PretrainedSpec:
+    """Metadata of an official pretrained checkpoint (paths are always given by the user; nothing is
+    downloaded by library code)."""
+
+    filename: str  # the official file name
+    layout: str  # the Layout.name it is expected to have
+    source: str  # where users get it
+    sha256: str | None = None  # known digest, or None when it could not be verified here
+    notes: str = ""  # provenance and caveats
 
 
 @dataclass(frozen=True)

@@ -20,16 +20,15 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from backbones.common.bert import BertConfig
-from backbones.common.loading import load_official
 from backbones.univl.config import LOSS_NAMES, UniVLConfig
-from backbones.univl.convert import LAYOUTS
 from backbones.univl.model import UniVL
+from backbones.univl.pretrained import load_official
 from data import collate
 from data.msrvtt import MSRVTT
 from data.text import load_tokenizer
 from data.youcook2 import YouCook2
 from evaluation.captioning import CaptionScorer, postprocess
-from evaluation.retrieval import retrieval_metrics
+from evaluation.retrieval import text_to_video, video_to_text
 from meltr import EpochSampler, TrainerConfig
 
 __all__ = ["ModelOptions", "DataConfig", "EvalConfig", "RunConfig", "build"]
@@ -153,7 +152,8 @@ def _batches(ds: Dataset, batch_size: int, device: torch.device) -> Any:
 
 
 def retrieval_eval(model: UniVL, ds: Dataset, cfg: RunConfig) -> dict[str, float]:
-    """Text-to-video R@1/5/10 and MedR with the cross-encoder alignment score over all pairs."""
+    """R@1/5/10, MedR and MeanR in both directions (``t2v_*``: the paper's numbers; ``v2t_*``) from the
+    cross-encoder alignment score of every text with every video (official tie handling)."""
     device = next(model.parameters()).device
     th, tm, vh, vm = [], [], [], []
     for b in _batches(ds, cfg.data.eval_batch_size, device):
@@ -162,7 +162,8 @@ def retrieval_eval(model: UniVL, ds: Dataset, cfg: RunConfig) -> dict[str, float
         vh.append(model.encode_video(b["video"], b["video_mask"]))
         vm.append(b["video_mask"])
     sim = model.alignment_similarity(torch.cat(th), torch.cat(tm), torch.cat(vh), torch.cat(vm), text_chunk=cfg.eval.text_chunk)
-    return retrieval_metrics(sim.float().cpu())
+    sim = sim.float().cpu()
+    return {**text_to_video(sim), **video_to_text(sim)}
 
 
 def caption_eval(model: UniVL, ds: Any, cfg: RunConfig, tokenizer: Any, scorer: CaptionScorer) -> dict[str, float]:
@@ -191,7 +192,7 @@ def build(cfg: RunConfig, rank: int, world: int, *, load_init: bool = True) -> d
     mcfg = model_config(cfg.model)
     model = UniVL(mcfg)
     if load_init and cfg.init_model:
-        report = load_official(model, cfg.init_model, LAYOUTS)
+        report = load_official(model, cfg.init_model)
         log.info("init_model: %s", report.summary())
     tokenizer = load_tokenizer(_tokenizer_folder(cfg.data))
     train, test = _datasets(cfg, tokenizer)

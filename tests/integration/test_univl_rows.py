@@ -33,7 +33,7 @@ def test_row_runs_tiny_and_evaluation_reproduces_from_checkpoint(row: str, tmp_p
     train = [r for r in read_jsonl(out / "metrics.jsonl") if r["kind"] == "train"]
     assert list(train[0]["losses"]) == ["joint", "alignment", "mlm", "mfm", "m_joint", "m_align", "decoder", "m_decoder"]
     assert any(r["kind"] == "meta" for r in read_jsonl(out / "metrics.jsonl"))
-    expected = {"R@1", "R@5", "R@10", "MedR"} if "retrieval" in row else {"BLEU-4", "METEOR", "ROUGE-L", "CIDEr"}
+    expected = {"t2v_R@1", "t2v_R@5", "t2v_R@10", "t2v_MedR", "v2t_R@1", "v2t_MedR"} if "retrieval" in row else {"BLEU-4", "METEOR", "ROUGE-L", "CIDEr"}
     assert expected <= set(state["metrics"])
     now, saved = evaluate_checkpoint(str(out / "last.pt"))
     assert now == pytest.approx(saved, rel=1e-6, abs=1e-9)
