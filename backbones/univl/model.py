@@ -36,7 +36,7 @@ need ``find_unused_parameters=True`` (as the official code uses) or must freeze 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 from einops import rearrange, repeat
@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from backbones.common.bert import BertConfig, BertModel, BertOnlyMLMHead, BertPredictionHeadTransform, init_bert_weights
 from backbones.common.losses import cross_en_loss, masked_cross_entropy, masked_frame_nce_loss, max_margin_ranking_loss
 from backbones.univl.config import UniVLConfig
-from backbones.univl.decoder import UniVLDecoder
+from backbones.univl.decoder import IncrementalDecoder, UniVLDecoder
 from backbones.univl.generate import BeamOutput, beam_search
 from backbones.univl.inputs import check_batch
 
@@ -374,8 +374,13 @@ class UniVL(nn.Module):
     @torch.no_grad()
     def generate(self, input_ids: Tensor, token_type_ids: Tensor | None, attention_mask: Tensor, video: Tensor,
                  video_mask: Tensor, *, beam_size: int = 5, max_length: int | None = None, bos_id: int = 101,
-                 eos_id: int = 102) -> BeamOutput:
+                 eos_id: int = 102, incremental: bool = True) -> BeamOutput:
         """Captions by the official beam search (:mod:`backbones.univl.generate`), cross output cached.
+
+        With ``incremental`` (default) the decoder states are cached too: each step runs the decoder on
+        the new token only (:class:`~backbones.univl.decoder.IncrementalDecoder`); otherwise each step
+        re-decodes the whole prefix over the cached cross-encoder output. The official code recomputes
+        the encoders, the cross encoder and the whole prefix at every step.
 
         Call in eval mode (dropout would make every step stochastic, as it would officially).
 
@@ -384,6 +389,7 @@ class UniVL(nn.Module):
             attention_mask: ``[B, L]``. video: ``[B, F, D]`` raw features. video_mask: ``[B, F]``.
             beam_size: beams per video (official 5). max_length: generated tokens (default ``cfg.max_words``).
             bos_id: start token ([CLS]). eos_id: end token ([SEP]).
+            incremental: cache decoder states (see above).
 
         Returns:
             :class:`~backbones.univl.generate.BeamOutput` (best ids per video without [CLS], ``[B]`` scores).
@@ -391,12 +397,15 @@ class UniVL(nn.Module):
         text = self.encode_text(input_ids, token_type_ids, attention_mask)
         video_hidden = self.encode_video(video, video_mask)
         cross = self.cross_encode(text, attention_mask, video_hidden, video_mask)
-        # One cached copy per beam, instance-major, like the official repeat(1, n_bm, 1).
-        hidden = cross.hidden.repeat_interleave(beam_size, dim=0)
-        mask = cross.mask.repeat_interleave(beam_size, dim=0)
+        if incremental:
+            decode: Callable[[Tensor, Tensor], Tensor] = IncrementalDecoder(self._require("decoder"), cross.hidden, cross.mask, beam_size)
+        else:
+            # One cached copy per beam, instance-major, like the official repeat(1, n_bm, 1).
+            hidden = cross.hidden.repeat_interleave(beam_size, dim=0)
+            mask = cross.mask.repeat_interleave(beam_size, dim=0)
 
-        def decode(rows: Tensor, prefixes: Tensor) -> Tensor:
-            return self.decode(hidden[rows], mask[rows], prefixes, torch.ones_like(prefixes))
+            def decode(rows: Tensor, prefixes: Tensor) -> Tensor:
+                return self.decode(hidden[rows], mask[rows], prefixes, torch.ones_like(prefixes))
 
         return beam_search(decode, input_ids.shape[0], beam_size=beam_size,
                            max_length=self.cfg.max_words if max_length is None else max_length,
