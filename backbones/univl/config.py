@@ -22,19 +22,24 @@ from typing import Literal
 
 from backbones.common.bert import BertConfig
 
-__all__ = ["LOSS_NAMES", "OPTIONAL_MODULES", "LOSS_MODULES", "LAYOUT_MODULES", "TARGET_LOSS", "Task", "UniVLConfig"]
+__all__ = ["LOSS_NAMES", "KNOWN_LOSSES", "OPTIONAL_MODULES", "LOSS_MODULES", "LAYOUT_MODULES", "TARGET_LOSS", "Task", "UniVLConfig"]
 
-Task = Literal["retrieval", "caption"]
+Task = Literal["retrieval", "caption", "sentiment"]
 
 # MELTR's 8 UniVL losses in its task order (mlvlab/MELTR univl/main.py); the order is the loss
 # transformer's task-embedding index. "m_" = computed on the masked text and masked video.
 LOSS_NAMES: tuple[str, ...] = ("joint", "alignment", "mlm", "mfm", "m_joint", "m_align", "decoder", "m_decoder")
 
+# "sentiment" (CMU-MOSI regression; neither UniVL nor MELTR released it) comes first: it is the primary
+# loss of its task, and the order of the active losses is the loss transformer's task index.
+KNOWN_LOSSES: tuple[str, ...] = ("sentiment",) + LOSS_NAMES
+
 # Modules beyond bert / visual / normalize_video, which every layout has.
-OPTIONAL_MODULES: tuple[str, ...] = ("cross", "decoder", "cls", "cls_visual", "similarity_dense")
+OPTIONAL_MODULES: tuple[str, ...] = ("cross", "decoder", "cls", "cls_visual", "similarity_dense", "sentiment_head")
 
 # What each loss reads besides the two encoders.
 LOSS_MODULES: dict[str, tuple[str, ...]] = {
+    "sentiment": ("cross", "sentiment_head"),
     "joint": (),
     "alignment": ("cross", "similarity_dense"),
     "mlm": ("cross", "cls"),
@@ -51,11 +56,11 @@ LAYOUT_MODULES: dict[str, tuple[str, ...]] = {
     "pretrain_stage_one": (),
     "retrieval_ft_align": ("cross", "similarity_dense"),
     "caption": ("cross", "decoder", "similarity_dense"),
-    "pretrain_stage_two": OPTIONAL_MODULES,
+    "pretrain_stage_two": ("cross", "decoder", "cls", "cls_visual", "similarity_dense"),
 }
 
 # MELTR's primary (meta-objective) loss per task (MELTR main.py: retrieval → alignment, caption → decoder).
-TARGET_LOSS: dict[str, str] = {"retrieval": "alignment", "caption": "decoder"}
+TARGET_LOSS: dict[str, str] = {"retrieval": "alignment", "caption": "decoder", "sentiment": "sentiment"}
 
 
 def _bert_base() -> BertConfig:
@@ -81,6 +86,8 @@ class UniVLConfig:
     losses: tuple[str, ...] = LOSS_NAMES  # active losses = forward's keys, a subsequence of LOSS_NAMES
     layout: str = "auto"  # "auto" (what the losses need) or a LAYOUT_MODULES key
     target_loss: str = ""  # primary loss; "" = TARGET_LOSS[task]
+    visual_input_dim: int = 0  # raw visual feature width; 0 = video_dim. Otherwise a new Linear projects it to video_dim
+    sentiment_loss: Literal["l1", "mse"] = "l1"  # CMU-MOSI regression loss (MMSA trains with L1)
 
     def __post_init__(self) -> None:
         self.losses = tuple(self.losses)
@@ -166,13 +173,16 @@ class UniVLConfig:
             tower.validate(name)
         if self.task not in TARGET_LOSS:
             raise ValueError(f"UniVLConfig.task={self.task!r}; allowed: {sorted(TARGET_LOSS)}")
-        unknown = [n for n in self.losses if n not in LOSS_NAMES]
+        unknown = [n for n in self.losses if n not in KNOWN_LOSSES]
         if unknown or not self.losses:
             raise ValueError(f"UniVLConfig.losses={self.losses!r}: unknown {unknown}; allowed (non-empty, "
-                             f"in this order): {LOSS_NAMES}")
-        if list(self.losses) != [n for n in LOSS_NAMES if n in self.losses]:
-            raise ValueError(f"UniVLConfig.losses={self.losses!r} must follow MELTR's order {LOSS_NAMES} "
+                             f"in this order): {KNOWN_LOSSES}")
+        if list(self.losses) != [n for n in KNOWN_LOSSES if n in self.losses]:
+            raise ValueError(f"UniVLConfig.losses={self.losses!r} must follow MELTR's order {KNOWN_LOSSES} "
                              "without repeats (the order is the loss transformer's task index)")
+        if self.visual_input_dim < 0 or self.sentiment_loss not in ("l1", "mse"):
+            raise ValueError(f"UniVLConfig.visual_input_dim must be >= 0 and sentiment_loss l1|mse, got "
+                             f"{self.visual_input_dim}, {self.sentiment_loss!r}")
         if self.target_loss not in self.losses:
             raise ValueError(f"UniVLConfig.target_loss={self.target_loss!r} is not an active loss {self.losses}")
         if self.layout != "auto" and self.layout not in LAYOUT_MODULES:

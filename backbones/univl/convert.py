@@ -37,6 +37,9 @@ TIED: dict[str, str] = {
 # Module groups beyond the two encoders; which of them a model builds depends on its losses.
 HEADS = ("cross.*", "similarity_dense.*", "decoder.*", "cls.*", "cls_visual.*")
 
+# Modules of ours that no official checkpoint has: they always start at init (listed in the report).
+OURS_ONLY = ("sentiment_head.*", "visual_projection.*")
+
 
 def _layout(name: str, sentinels: tuple[str, ...], provides: tuple[str, ...]) -> Layout:
     return Layout(
@@ -44,7 +47,7 @@ def _layout(name: str, sentinels: tuple[str, ...], provides: tuple[str, ...]) ->
         sentinels=sentinels,
         legacy_renames=LEGACY_RENAMES,
         ignorable=provides,  # a model without these heads ignores their keys
-        may_stay_at_init=tuple(h for h in HEADS if h not in provides),  # heads this layout lacks
+        may_stay_at_init=tuple(h for h in HEADS if h not in provides) + OURS_ONLY,  # heads this layout lacks
     )
 
 

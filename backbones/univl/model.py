@@ -57,6 +57,7 @@ _CAPTION = ("input_caption_ids", "decoder_mask", "output_caption_ids")
 
 # Batch keys each loss reads (forward checks only these, so e.g. a joint-only model needs no captions).
 LOSS_INPUTS: dict[str, tuple[str, ...]] = {
+    "sentiment": _ENCODE,
     "joint": _ENCODE,
     "alignment": _ENCODE,
     "mlm": _ENCODE_MASKED + ("pairs_token_labels",),
@@ -67,7 +68,7 @@ LOSS_INPUTS: dict[str, tuple[str, ...]] = {
     "m_decoder": _ENCODE_MASKED + _CAPTION,
 }
 
-_UNMASKED_LOSSES = frozenset({"joint", "alignment", "decoder"})
+_UNMASKED_LOSSES = frozenset({"joint", "alignment", "decoder", "sentiment"})
 _MASKED_LOSSES = frozenset({"mlm", "mfm", "m_joint", "m_align", "m_decoder"})
 _MASKED_CROSS_LOSSES = frozenset({"mlm", "mfm", "m_decoder"})  # share one cross pass on the masked pair
 
@@ -168,6 +169,13 @@ class UniVL(nn.Module):
         self.register_module("similarity_dense", nn.Linear(cfg.cross.hidden_size, 1)
                              if "similarity_dense" in built else None)
         self.normalize_video = NormalizeVideo(cfg.video_dim, eps=cfg.visual.layer_norm_eps)
+        # Not in any official layout (so never loaded from a checkpoint): the CMU-MOSI regression head on
+        # the cross encoder's pooled output, and a projection for visual features that are not 1024-d S3D.
+        self.sentiment_head: nn.Linear | None
+        self.visual_projection: nn.Linear | None
+        self.register_module("sentiment_head", nn.Linear(cfg.cross.hidden_size, 1) if "sentiment_head" in built else None)
+        needs_projection = cfg.visual_input_dim not in (0, cfg.video_dim)
+        self.register_module("visual_projection", nn.Linear(cfg.visual_input_dim, cfg.video_dim) if needs_projection else None)
         init_bert_weights(self, cfg.text.initializer_range)
 
     # ------------------------------------------------------------------ encoders
@@ -193,7 +201,21 @@ class UniVL(nn.Module):
         Returns:
             ``V [B, F, H]``.
         """
-        return self.visual(self.normalize_video(video), video_mask).hidden
+        return self.visual(self.prepare_video(video), video_mask).hidden
+
+    def prepare_video(self, video: Tensor) -> Tensor:
+        """Raw features ``[B, F, D_in]`` -> ``visual_projection`` (if any) -> ``normalize_video`` ``[B, F, video_dim]``."""
+        if self.visual_projection is not None:
+            video = self.visual_projection(video)
+        return self.normalize_video(video)
+
+    def predict_sentiment(self, input_ids: Tensor, token_type_ids: Tensor | None, attention_mask: Tensor, video: Tensor,
+                          video_mask: Tensor) -> Tensor:
+        """CMU-MOSI sentiment ``[B]`` from the cross encoder's pooled output (position 0, text [CLS])."""
+        text = self.encode_text(input_ids, token_type_ids, attention_mask)
+        hidden = self.encode_video(video, video_mask)
+        pooled = self.cross_encode(text, attention_mask, hidden, video_mask).pooled
+        return self._require("sentiment_head")(pooled).squeeze(-1)
 
     def cross_encode(self, text_hidden: Tensor, text_mask: Tensor, video_hidden: Tensor, video_mask: Tensor) -> CrossOutput:
         """Cross encoder on row-wise pairs (text ``i`` with video ``i``).
@@ -328,14 +350,17 @@ class UniVL(nn.Module):
             ``self.training``; MELTR's fork returns the same losses in train and eval mode.
         """
         need = set(self.loss_names)
-        check_batch(batch, tuple(dict.fromkeys(k for n in self.loss_names for k in LOSS_INPUTS[n])), self.cfg.video_dim)
+        check_batch(batch, tuple(dict.fromkeys(k for n in self.loss_names for k in LOSS_INPUTS[n])),
+                    self.cfg.visual_input_dim or self.cfg.video_dim)
+        if "sentiment" in self.loss_names and not isinstance(batch.get("label"), Tensor):
+            raise ValueError("UniVL batch: the sentiment loss needs a float tensor 'label' [B]")
         margin = self.cfg.margin
         text_mask, video_mask = batch["attention_mask"], batch["video_mask"]
         types = batch["token_type_ids"]
         out: dict[str, Tensor] = {}
         video_normalized = None
         if need & (_UNMASKED_LOSSES | {"mfm"}):
-            video_normalized = self.normalize_video(batch["video"])
+            video_normalized = self.prepare_video(batch["video"])
         if need & _UNMASKED_LOSSES:
             text = self.encode_text(batch["input_ids"], types, text_mask)
             video = self.visual(video_normalized, video_mask).hidden
@@ -347,6 +372,11 @@ class UniVL(nn.Module):
                 logits = self.decoder_logits(text, text_mask, video, video_mask, batch["input_caption_ids"],
                                              batch["decoder_mask"])
                 out["decoder"] = masked_cross_entropy(logits, batch["output_caption_ids"])
+            if "sentiment" in need:
+                pooled = self.cross_encode(text, text_mask, video, video_mask).pooled
+                pred = self.sentiment_head(pooled).squeeze(-1)
+                err = pred - batch["label"].to(pred.dtype)
+                out["sentiment"] = err.abs().mean() if self.cfg.sentiment_loss == "l1" else err.square().mean()
         if need & _MASKED_LOSSES:
             m_text = self.encode_text(batch["pairs_masked_text"], types, text_mask)
             m_video = self.encode_video(batch["masked_video"], video_mask)
