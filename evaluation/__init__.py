@@ -5,6 +5,7 @@ Importing this package needs neither pycocoevalcap nor Java; :class:`CaptionScor
 """
 
 from evaluation.captioning import CAPTION_METRICS, CaptionScorer, postprocess
+from evaluation.mosi import MOSI_METRICS, format_mosi, mosi_metrics
 from evaluation.retrieval import (
     format_metrics,
     ranks,
@@ -18,7 +19,10 @@ from evaluation.retrieval import (
 __all__ = [
     "CAPTION_METRICS",
     "CaptionScorer",
+    "MOSI_METRICS",
     "format_metrics",
+    "format_mosi",
+    "mosi_metrics",
     "postprocess",
     "ranks",
     "retrieval_metrics",
