@@ -19,12 +19,16 @@ if [ -n "${COEFFICIENTS:-}" ]; then args+=(--set "trainer.combiner.coefficients=
 if [ "${MODALITY:-}" = "video" ]; then args+=(--set "data.text_source=empty"); fi
 if [ "${TINY:-0}" = 1 ]; then
   DATA_DIR="$OUTPUT_DIR/synthetic_data"
-  .venv/bin/python -m data.synthetic "$DATASET" --out "$DATA_DIR" > /dev/null
-  info=$(.venv/bin/python -c "import json,sys; d=json.load(open(sys.argv[1])); print(d['n_train_videos'], d['n_test_videos'])" "$DATA_DIR/synthetic_info.json" 2>/dev/null || echo "7010 2990")
-  read -r NTRAIN NTEST <<< "$info"
+  # shellcheck disable=SC2086  # SYNTHETIC_ARGS is a word list set by a row script (e.g. --format mmsa)
+  .venv/bin/python -m data.synthetic "$DATASET" --out "$DATA_DIR" ${SYNTHETIC_ARGS:-} > /dev/null
   args+=(--set "data.root=$DATA_DIR" --set model.size=tiny --set model.max_words=12 --set model.max_frames=10
          --set data.batch_size=4 --set data.eval_batch_size=4 --set trainer.epochs=1 --set trainer.log_every=1
-         --set eval.beam_size=2 --set "data.n_train_videos=$NTRAIN" --set "data.n_test_videos=$NTEST")
+         --set eval.beam_size=2)
+  if [ "$DATASET" = msrvtt ]; then
+    info=$(.venv/bin/python -c "import json,sys; d=json.load(open(sys.argv[1])); print(d['n_train_videos'], d['n_test_videos'])" "$DATA_DIR/synthetic_info.json")
+    read -r NTRAIN NTEST <<< "$info"
+    args+=(--set "data.n_train_videos=$NTRAIN" --set "data.n_test_videos=$NTEST")
+  fi
 else
   DATA_DIR="${DATA_DIR:?set DATA_DIR to the folder with the official ${DATASET} files (or TINY=1)}"
   [ -d "$DATA_DIR" ] || { echo "error: DATA_DIR not found: $DATA_DIR" >&2; exit 2; }

