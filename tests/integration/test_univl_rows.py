@@ -27,7 +27,7 @@ def test_row_runs_tiny_and_evaluation_reproduces_from_checkpoint(row: str, tmp_p
     out = tmp_path / row
     proc = _run(row, {"TINY": "1", "OUTPUT_DIR": str(out), "OMP_NUM_THREADS": "2"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(proc.stdout[proc.stdout.index("{"):])
+    summary, _ = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("{"):])  # a report line follows the JSON
     state = load_checkpoint(out / "last.pt")
     assert state["metrics"] == summary["metrics"] and state["config"]["model"]["size"] == "tiny"
     train = [r for r in read_jsonl(out / "metrics.jsonl") if r["kind"] == "train"]
