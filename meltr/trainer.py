@@ -409,6 +409,9 @@ class Trainer:
         sampler = getattr(loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(self.epoch)  # type: ignore[union-attr]
+        dataset = getattr(loader, "dataset", None)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(self.epoch)  # type: ignore[union-attr]  # per-epoch augmentation (e.g. MLM masks)
         gen = getattr(loader, "generator", None)
         if isinstance(gen, torch.Generator):
             # The iterator draws its base seed from this generator; seeding it per epoch keeps the

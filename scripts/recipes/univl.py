@@ -228,15 +228,6 @@ def build(cfg: RunConfig, rank: int, world: int, *, load_init: bool = True) -> d
     sampler = EpochSampler(len(train), seed=cfg.trainer.seed, rank=rank, world_size=world)
     loader = DataLoader(train, batch_size=cfg.data.batch_size // world, sampler=sampler, collate_fn=collate, drop_last=True,
                         num_workers=cfg.data.num_workers, generator=torch.Generator())
-    if hasattr(train, "set_epoch"):
-        # the readers draw masks from (seed, epoch, index); follow the sampler's epoch
-        orig = sampler.set_epoch
-
-        def set_epoch(epoch: int) -> None:
-            orig(epoch)
-            train.set_epoch(epoch)
-
-        sampler.set_epoch = set_epoch  # type: ignore[method-assign]
     scorer = CaptionScorer(tokenize=cfg.eval.tokenize, meteor=cfg.eval.meteor) if cfg.model.task == "caption" else None
 
     def eval_fn(m: nn.Module) -> dict[str, float]:

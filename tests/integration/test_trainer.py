@@ -194,3 +194,22 @@ def test_held_out_meta_loader_is_used_for_the_primary_side() -> None:
 def test_primary_must_be_a_model_loss() -> None:
     with pytest.raises(ValueError, match="nope"):
         Trainer(ToyRegression(), _cfg(primary="nope"), _loader(_samples(16), 8), device="cpu")
+
+
+class _EpochAware(list):
+    """A list dataset that records the epochs the trainer announces (as readers with per-epoch masks need)."""
+
+    def __init__(self, items: list) -> None:
+        super().__init__(items)
+        self.epochs: list[int] = []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epochs.append(epoch)
+
+
+def test_trainer_announces_each_epoch_to_the_dataset(tmp_path) -> None:
+    data = _EpochAware(_samples(16))
+    loader = DataLoader(data, batch_size=8, sampler=EpochSampler(len(data)), generator=torch.Generator(), collate_fn=_collate)
+    trainer = Trainer(ToyRegression(), _cfg(epochs=3), loader, device="cpu", run_dir=tmp_path)
+    trainer.fit()
+    assert data.epochs == [0, 1, 2]
