@@ -1,0 +1,108 @@
+"""Vision-transformer building blocks with timm's parameter names, shared by VIOLET's Video Swin and All-in-one's ViT.
+
+Both official models build on timm (0.4.x era) layers: a fused ``qkv`` projection followed by ``proj``, an
+``Mlp`` of ``fc1`` / GELU / ``fc2``, and stochastic depth (``DropPath``). The modules here keep those names so
+official checkpoints map by identity, and they add nothing either model lacks. What differs between the two
+models (windowing and relative-position bias in Swin, temporal token rolling in All-in-one) lives in each backbone
+and reaches the attention only through an additive score bias.
+
+Attention is written with ``matmul``/``softmax`` instead of ``F.scaled_dot_product_attention``: MELTR's meta step
+needs double backward and forward-mode AD through the backbone (see ``backbones/common/bert.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["drop_path", "DropPath", "Mlp", "QKVAttention", "init_vit_weights"]
+
+
+def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
+    """Stochastic depth: zero whole samples of a residual branch with probability ``p``, rescale the rest."""
+    if p == 0.0 or not training:
+        return x
+    keep = 1.0 - p
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    mask = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(keep)
+    return x * mask / keep
+
+
+class DropPath(nn.Module):
+    """Module form of :func:`drop_path` (no parameters, active only in ``train()``)."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"DropPath probability must be in [0, 1), got {p}")
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return drop_path(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Mlp(nn.Module):
+    """``fc1`` -> GELU (erf) -> dropout -> ``fc2`` -> dropout, as timm's ``Mlp``."""
+
+    def __init__(self, in_features: int, hidden_features: int, out_features: int | None = None, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_features, out_features or in_features)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class QKVAttention(nn.Module):
+    """Multi-head self-attention with one fused ``qkv`` Linear and an output ``proj`` (timm key names).
+
+    ``forward(x, bias)`` adds ``bias`` to the scaled scores before the softmax. ``bias`` broadcasts against the
+    scores ``[B, heads, N, N]`` (a padding mask of ``-inf``/``0`` as ``[B, 1, 1, N]``, a relative-position table
+    as ``[heads, N, N]``), or is 5-D ``[G or 1, W, heads, N, N]`` for windowed inputs, where the batch holds
+    ``B = G * W`` windows in groups of ``W`` (Swin's shifted-window mask, one per window position).
+    """
+
+    def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"attention width {dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        scores = (q * self.scale) @ k.transpose(-2, -1)
+        if bias is not None:
+            if bias.ndim == 5:
+                windows = bias.shape[1]
+                if b % windows:
+                    raise ValueError(f"batch of {b} windows is not a multiple of the bias's {windows} windows")
+                scores = (scores.view(b // windows, windows, self.num_heads, n, n) + bias).view(b, self.num_heads, n, n)
+            else:
+                scores = scores + bias
+        attn = self.attn_drop(scores.softmax(dim=-1))
+        out = (attn @ v).transpose(1, 2).reshape(b, n, c)
+        return self.proj_drop(self.proj(out))
+
+
+def init_vit_weights(module: nn.Module, std: float = 0.02) -> None:
+    """timm's ViT init, applied with ``model.apply``: Linear weights truncated-normal(std), biases 0, LayerNorm 1/0."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
