@@ -23,7 +23,16 @@ from typing import Any, Iterator
 
 import torch
 
-__all__ = ["RankZeroFilter", "setup_logging", "RunLogger", "read_jsonl", "METRICS_FILE", "TB_SUBDIR"]
+__all__ = [
+    "RankZeroFilter",
+    "setup_logging",
+    "RunLogger",
+    "read_jsonl",
+    "reset_peak_memory",
+    "peak_memory",
+    "METRICS_FILE",
+    "TB_SUBDIR",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -261,6 +270,37 @@ class RunLogger:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Starts a new peak-memory window on CUDA; a no-op elsewhere (a process's peak RSS cannot be reset)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device: torch.device) -> dict[str, float]:
+    """Peak memory for the run log (paper Table 8 puts it beside the epoch time), in MiB.
+
+    Args:
+        device: The device the model trains on.
+
+    Returns:
+        On CUDA ``{"peak_cuda_allocated_mib": ...}``: ``torch.cuda.max_memory_allocated`` since the last
+        :func:`reset_peak_memory` (tensors only, not the caching allocator's reserve). Elsewhere
+        ``{"peak_rss_mib": ...}``: the process's peak resident set size since it started
+        (``getrusage(RUSAGE_SELF).ru_maxrss``; never reset, so it only grows). The two keys differ on
+        purpose: the numbers measure different things and must not be compared. ``{}`` where
+        :mod:`resource` does not exist (Windows).
+    """
+    if device.type == "cuda":
+        return {"peak_cuda_allocated_mib": torch.cuda.max_memory_allocated(device) / 2**20}
+    try:
+        import resource
+    except ImportError:
+        return {}
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # ru_maxrss is in bytes on macOS and in KiB on Linux and the BSDs.
+    return {"peak_rss_mib": maxrss / (2**20 if sys.platform == "darwin" else 2**10)}
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -39,7 +39,7 @@ from meltr.checkpoint import FORMAT_VERSION, load_checkpoint, rng_state, save_ch
 from meltr.config import to_dict
 from meltr.hypergrad import ITD, CombinedObjective, HypergradConfig, SumObjective, build_hypergrad
 from meltr.interface import check_losses, stack_losses
-from meltr.log import RunLogger
+from meltr.log import RunLogger, peak_memory, reset_peak_memory
 from meltr.optim import OptimConfig, build_optimizer, build_scheduler
 
 __all__ = ["MetaConfig", "TrainerConfig", "Trainer", "CombinerTrainingError"]
@@ -184,6 +184,7 @@ class Trainer:
         self._meta_iter: Iterator | None = None
         self._t0 = time.perf_counter()
         self._warned_generator = False
+        self.epoch_stats: list[dict[str, Any]] = []  # per-epoch time and peak memory of this process's fit()
 
     # ------------------------------------------------------------------ helpers
 
@@ -426,10 +427,48 @@ class Trainer:
             return iter(loader)
         return itertools.islice(iter(loader), skip, None)
 
+    def _log_epoch(self, started: float, first_batch: int) -> None:
+        """Logs an ``epoch`` record: training wall time of the epoch (evaluation and checkpointing
+        excluded) and peak memory (see :func:`meltr.log.peak_memory`), as paper Table 8 reports them."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # kernels still queued belong to this epoch's time
+        stats = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "epoch_time_s": time.perf_counter() - started,
+            "batches": self.batch_in_epoch - first_batch,
+            # False when this process did not run the whole epoch (resumed mid-epoch, or max_steps)
+            "complete": first_batch == 0 and self.batch_in_epoch >= self.cfg.grad_accum * self.steps_per_epoch,
+            **peak_memory(self.device),
+        }
+        self.epoch_stats.append(stats)
+        self.logger.log({"kind": "epoch", **stats})
+
+    def _summary(self) -> dict[str, Any]:
+        complete = [e["epoch_time_s"] for e in self.epoch_stats if e["complete"]]
+        peaks = {k: max(e[k] for e in self.epoch_stats if k in e) for k in ("peak_cuda_allocated_mib", "peak_rss_mib")
+                 if any(k in e for e in self.epoch_stats)}
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "metrics": self.last_metrics,
+            "best": self.best,
+            "epochs": self.epoch_stats,
+            "mean_epoch_time_s": sum(complete) / len(complete) if complete else None,
+            **peaks,
+        }
+
     def fit(self) -> dict[str, Any]:
-        """Trains to ``epochs`` / ``max_steps`` (continuing from a resumed state); returns a summary."""
+        """Trains to ``epochs`` / ``max_steps`` (continuing from a resumed state); returns a summary.
+
+        The summary (also logged as the last ``summary`` record of ``metrics.jsonl``) holds the step,
+        epoch, last and best metrics, the ``epoch`` records of this call (time, peak memory), the mean
+        time of the complete epochs and the peak memory over them.
+        """
         accum = self.cfg.grad_accum
         while self.epoch < self.cfg.epochs and self.step < self.total_steps:
+            started, first_batch = time.perf_counter(), self.batch_in_epoch
+            reset_peak_memory(self.device)
             micro: list[Any] = []
             for raw in self._epoch_batches():
                 micro.append(raw)
@@ -445,6 +484,7 @@ class Trainer:
                     self.save(self.run_dir / "last.pt")
                 if self.step >= self.total_steps:
                     break
+            self._log_epoch(started, first_batch)
             if self.step >= self.total_steps and self.batch_in_epoch < accum * self.steps_per_epoch:
                 break  # stopped by max_steps mid-epoch: keep the position for a later resume
             self.epoch += 1
@@ -453,8 +493,10 @@ class Trainer:
                 self.evaluate()
             if self.run_dir is not None:
                 self.save(self.run_dir / "last.pt")
+        summary = self._summary()
+        self.logger.log({"kind": "summary", **summary})
         self.logger.close()
-        return {"step": self.step, "epoch": self.epoch, "metrics": self.last_metrics, "best": self.best}
+        return summary
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -7,7 +7,6 @@ A run YAML maps onto :class:`RunConfig`. ``model.size: base`` builds the officia
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
