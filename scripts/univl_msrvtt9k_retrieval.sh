@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
-# UniVL + MELTR: msrvtt9k_retrieval (see scripts/_univl_row.sh for METHOD, DATA_DIR, INIT_MODEL, OUTPUT_DIR, NGPU, TINY)
-exec bash "$(dirname "${BASH_SOURCE[0]}")/_univl_row.sh" msrvtt9k_retrieval "$@"
+# UniVL + MELTR: msrvtt9k_retrieval (see scripts/_row.sh for METHOD, DATA_DIR, OUTPUT_DIR, NGPU, TINY; INIT_MODEL, MODALITY in scripts/_row_univl.sh)
+exec bash "$(dirname "${BASH_SOURCE[0]}")/_row.sh" univl msrvtt9k_retrieval "$@"
