@@ -23,9 +23,7 @@ Weights are random: the point is cost and agreement, not caption quality.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,6 +33,7 @@ from torch import Tensor
 from backbones.common.bert import BertConfig
 from backbones.univl import UniVL, UniVLConfig
 from backbones.univl.generate import BeamOutput, DecodeFn, beam_search
+from benchmarks.common import bench_meta_step, median_ms, meta_table, sync
 
 CLS_ID, SEP_ID, MASK_ID, FIRST_WORD_ID = 101, 102, 103, 104  # bert-base-uncased special ids
 
@@ -171,31 +170,6 @@ def official_generate(model: UniVL, input_ids: Tensor, token_type_ids: Tensor | 
                            bos_id=CLS_ID, eos_id=SEP_ID, device=input_ids.device)
 
 
-# ---------------------------------------------------------------------------------------- timing
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_ms(fns: dict[str, Callable[[], object]], reps: int, warmup: int, device: torch.device) -> dict[str, float]:
-    """Median wall time (ms) of each callable; the callables alternate within every repetition, so slow
-    drifts of the machine (thermal, other load) hit all of them alike."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append(1000 * (time.perf_counter() - start))
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 # ---------------------------------------------------------------------------------------- tables
 
 
@@ -260,61 +234,18 @@ def bench_alignment(model: UniVL, size: Size, device: torch.device, reps: int) -
     return lines
 
 
-META_METHODS: dict[str, dict[str, str | None]] = {
-    "sum": {"combiner": "sum", "mode": None},
-    "MELTR + AID-FP-Lite, official-style (`autograd`)": {"combiner": "meltr", "mode": "autograd"},
-    "MELTR + AID-FP-Lite, ours (`jvp`)": {"combiner": "meltr", "mode": "jvp"},
-    "MELTR + AID-FP-Lite, ours (`fd`)": {"combiner": "meltr", "mode": "fd"},
-}
-
-
 def bench_meta(cfg: UniVLConfig, size: Size, device: torch.device, windows: int) -> list[str]:
-    """Table 3: training wall time per step with the meta step every K steps, per scheme.
-
-    One trainer per method, each on an identically initialised model and the same batches. Time is
-    taken per window of K steps (exactly one meta step each), windows of the methods alternate, and
-    the median window is divided by K.
-    """
-    from meltr import CombinerConfig, HypergradConfig, MetaConfig, OptimConfig, Trainer, TrainerConfig
+    """Table 3: training wall time per step with the meta step every K steps, per scheme
+    (:func:`benchmarks.common.bench_meta_step`)."""
+    from meltr import OptimConfig
 
     g = torch.Generator().manual_seed(3)
-    warmup = 1  # windows before timing (the first meta step builds the loss transformer's optimiser state)
-    batches = [random_batch(cfg, size.batch, g) for _ in range((warmup + windows) * META_EVERY)]
-    trainers = {}
-    for name, spec in META_METHODS.items():
-        torch.manual_seed(0)
-        model = UniVL(cfg)
-        tcfg = TrainerConfig(
-            combiner=CombinerConfig(name=spec["combiner"], preset="univl"),  # type: ignore[arg-type]
-            optim=OptimConfig(name="adam", lr=3e-5, schedule="constant", clip_grad_norm=1.0),  # paper A.3
-            meta=MetaConfig(every=META_EVERY, gamma=0.1,  # gamma: the configs/univl/*.yaml value
-                            hypergrad=HypergradConfig(name="aid_fp_lite", mode=spec["mode"])),  # type: ignore[arg-type]
-            max_steps=len(batches), tensorboard=False, log_every=10**9)
-        trainers[name] = Trainer(model, tcfg, batches, device=device)
-
-    def window(trainer: Trainer, w: int) -> float:
-        _sync(device)
-        start = time.perf_counter()
-        for b in batches[w * META_EVERY:(w + 1) * META_EVERY]:
-            trainer.train_step([b])
-        _sync(device)
-        return 1000 * (time.perf_counter() - start) / META_EVERY
-
-    times: dict[str, list[float]] = {name: [] for name in trainers}
-    for w in range(warmup + windows):
-        for name, trainer in trainers.items():
-            t = window(trainer, w)
-            if w >= warmup:
-                times[name].append(t)
-    ms = {name: statistics.median(t) for name, t in times.items()}
-    base, official = ms["sum"], ms["MELTR + AID-FP-Lite, official-style (`autograd`)"]
-    lines = [f"### 3. Meta-step cost: UniVL with 8 losses, batch {size.batch}, L={size.words}, F={size.frames}, "
-             f"K={META_EVERY}, MELTR preset univl, median of {windows} windows of K steps\n",
-             "| method | ms / step | time vs sum | overhead vs official-style overhead |", "|---|---|---|---|"]
-    for name in trainers:
-        over = "" if name == "sum" else f"{(ms[name] - base) / (official - base):.2f}"
-        lines.append(f"| {name} | {ms[name]:.1f} | {ms[name] / base:.2f}x | {over} |")
-    return lines
+    batches = [random_batch(cfg, size.batch, g) for _ in range((1 + windows) * META_EVERY)]
+    ms = bench_meta_step(lambda: UniVL(cfg), batches, preset="univl",
+                         optim=OptimConfig(name="adam", lr=3e-5, schedule="constant", clip_grad_norm=1.0),  # paper A.3
+                         every=META_EVERY, gamma=0.1, device=device, windows=windows)  # gamma: configs/univl/*.yaml
+    return meta_table(ms, f"### 3. Meta-step cost: UniVL with 8 losses, batch {size.batch}, L={size.words}, "
+                          f"F={size.frames}, K={META_EVERY}, MELTR preset univl, median of {windows} windows of K steps")
 
 
 def main(argv: list[str] | None = None) -> int:
