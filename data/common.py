@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ from data.masking import mask_frames, mask_tokens
 from data.safe_pickle import load_pickle
 from data.text import PieceFn, SpecialIds, TextEncoder, TextTokenizer
 
-__all__ = ["SAMPLE_KEYS", "ClipRecord", "FeatureTextDataset", "collate", "read_csv_rows", "load_features",
+__all__ = ["SAMPLE_KEYS", "ClipRecord", "FeatureTextDataset", "collate", "read_csv_rows", "read_json", "load_features",
            "slice_clip", "sample_seed"]
 
 #: Keys of every per-sample dict, in the official batch-tuple order.
@@ -69,6 +70,23 @@ class ClipRecord:
     end: float | None  # clip end in seconds (inclusive second); None = to the last frame
     clip: int | None  # segment index within the video (YouCook2), None for whole videos
     references: tuple[str, ...]  # every reference caption for captioning evaluation
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Parses a json file.
+
+    Raises:
+        MissingDataFileError: The file does not exist.
+        DataFormatError: The file is not valid UTF-8 json (the parser's message is kept).
+    """
+    source = os.fspath(path)
+    if not os.path.isfile(source):
+        raise MissingDataFileError(source, "file not found")
+    try:
+        with open(source, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataFormatError(source, f"not valid json ({exc})") from exc
 
 
 def read_csv_rows(path: str | os.PathLike[str], required: Sequence[str]) -> list[dict[str, str]]:

@@ -35,13 +35,12 @@ seconds).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
 
-from data.common import SAMPLE_KEYS, ClipRecord, FeatureTextDataset, collate, load_features, read_csv_rows
-from data.errors import DataFormatError, MissingDataFileError
+from data.common import SAMPLE_KEYS, ClipRecord, FeatureTextDataset, collate, load_features, read_csv_rows, read_json
+from data.errors import DataFormatError
 from data.text import PieceFn, SpecialIds, TextTokenizer
 
 __all__ = ["MSRVTT", "SPLITS", "TEXT_SOURCES", "load_msrvtt_json", "SAMPLE_KEYS", "collate"]
@@ -81,13 +80,7 @@ def load_msrvtt_json(path: str | os.PathLike[str]) -> _MsrvttJson:
             or a video id is listed twice.
     """
     source = os.fspath(path)
-    if not os.path.isfile(source):
-        raise MissingDataFileError(source, "file not found")
-    try:
-        with open(source, encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataFormatError(source, f"not valid json ({exc})") from exc
+    data = read_json(source)
     if not isinstance(data, dict):
         raise DataFormatError(source, f"expected a json object with 'videos' and 'sentences', got "
                                       f"{type(data).__name__}")
