@@ -5,6 +5,7 @@ Usage::
     python -m data.synthetic youcook2 --out DIR [--videos N] [--seed S] [--feature-dim D]
     python -m data.synthetic msrvtt   --out DIR [--videos N] [--seed S] [--feature-dim D]
     python -m data.synthetic mosi     --out DIR --format mmsa|univl|csd [--videos N] [--seed S] [--feature-dim D]
+    python -m data.synthetic allinone-msrvtt --out DIR [--videos N] [--seed S]   (real mp4 files, see data/synthetic_video.py)
 
 What is written (same names, layouts and container types as UniVL's ``youcookii.zip`` / ``msrvtt.zip``):
 
@@ -45,7 +46,7 @@ import os
 import pickle
 import string
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -497,10 +498,20 @@ def write_mosi(out_dir: str | os.PathLike[str], *, fmt: str, n_videos: int = 6, 
     return {**files, "info": info_path, "format": fmt, "feature_dim": dim, **sizes}
 
 
+def _allinone_msrvtt(out: str, *, n_videos: int | None, seed: int) -> Path:
+    from data.synthetic_video import write_allinone_msrvtt  # imports PyAV only when asked for
+
+    return write_allinone_msrvtt(out, n_videos=20 if n_videos is None else n_videos, seed=seed)
+
+
+# Datasets of raw frames or videos (not features): name -> writer(out, n_videos=, seed=) -> folder written.
+VIDEO_WRITERS: dict[str, Callable[..., Any]] = {"allinone-msrvtt": _allinone_msrvtt}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m data.synthetic", description=__doc__.split("\n\n")[0])
-    parser.add_argument("dataset", choices=["youcook2", "msrvtt", "mosi"])
+    parser.add_argument("dataset", choices=["youcook2", "msrvtt", "mosi", *VIDEO_WRITERS])
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--videos", type=int, default=None, help="number of videos (youcook2: 6, msrvtt: 20, mosi: 6)")
     parser.add_argument("--seed", type=int, default=0)
@@ -511,6 +522,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (args.format is None) == (args.dataset == "mosi"):
         parser.error("--format is required for mosi and only allowed for mosi")
     dim = 1024 if args.feature_dim is None and args.dataset != "mosi" else args.feature_dim
+    if args.dataset in VIDEO_WRITERS:
+        if args.feature_dim is not None:
+            parser.error(f"--feature-dim does not apply to {args.dataset} (it writes frames, not features)")
+        try:
+            print(VIDEO_WRITERS[args.dataset](args.out, n_videos=args.videos, seed=args.seed))
+        except ValueError as exc:
+            parser.error(str(exc))
+        return 0
     try:
         if args.dataset == "youcook2":
             n = 6 if args.videos is None else args.videos
