@@ -10,7 +10,10 @@ from types import ModuleType
 
 __all__ = ["RECIPES", "recipe"]
 
-RECIPES: dict[str, str] = {"univl": "scripts.recipes.univl"}
+RECIPES: dict[str, str] = {
+    "univl": "scripts.recipes.univl",
+    "allinone": "scripts.recipes.allinone",
+}
 
 
 def recipe(backbone: str) -> ModuleType:

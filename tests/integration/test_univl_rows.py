@@ -3,40 +3,28 @@ and its evaluation reproduces from the saved checkpoint; missing inputs stop the
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from meltr.checkpoint import load_checkpoint
 from meltr.log import read_jsonl
 from scripts.evaluate import evaluate_checkpoint
+from tests.rows import ROOT, check_tiny_run, run_script
 
-ROOT = Path(__file__).resolve().parents[2]
 ROWS = ["youcook_retrieval", "youcook_caption", "msrvtt7k_retrieval", "msrvtt9k_retrieval", "msrvtt_caption"]
 
 
 def _run(row: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", f"scripts/univl_{row}.sh"], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+    return run_script(f"univl_{row}.sh", env)
 
 
 @pytest.mark.parametrize("row", ROWS)
 def test_row_runs_tiny_and_evaluation_reproduces_from_checkpoint(row: str, tmp_path) -> None:
-    out = tmp_path / row
-    proc = _run(row, {"TINY": "1", "OUTPUT_DIR": str(out), "OMP_NUM_THREADS": "2"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary, _ = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("{"):])  # a report line follows the JSON
-    state = load_checkpoint(out / "last.pt")
-    assert state["metrics"] == summary["metrics"] and state["config"]["model"]["size"] == "tiny"
-    train = [r for r in read_jsonl(out / "metrics.jsonl") if r["kind"] == "train"]
-    assert list(train[0]["losses"]) == ["joint", "alignment", "mlm", "mfm", "m_joint", "m_align", "decoder", "m_decoder"]
-    assert any(r["kind"] == "meta" for r in read_jsonl(out / "metrics.jsonl"))
     expected = {"t2v_R@1", "t2v_R@5", "t2v_R@10", "t2v_MedR", "v2t_R@1", "v2t_MedR"} if "retrieval" in row else {"BLEU-4", "METEOR", "ROUGE-L", "CIDEr"}
-    assert expected <= set(state["metrics"])
-    now, saved = evaluate_checkpoint(str(out / "last.pt"))
-    assert now == pytest.approx(saved, rel=1e-6, abs=1e-9)
+    state = check_tiny_run(f"univl_{row}.sh", tmp_path / row, ["joint", "alignment", "mlm", "mfm", "m_joint", "m_align", "decoder", "m_decoder"], expected)
+    assert state["config"]["model"]["size"] == "tiny"
 
 
 def test_baseline_method_switch(tmp_path) -> None:
