@@ -1,0 +1,115 @@
+"""All-in-one costs measured side by side in one run: video decoding and the MELTR meta step.
+
+    python -m benchmarks.allinone [--size tiny|small] [--device cpu|cuda] [--windows 3] [--skip-decode]
+
+1. **Video decoding** (decord vs PyAV, DataLoader workers): the tables of :mod:`benchmarks.video_decode`.
+2. **Train-step cost**: All-in-one with its two losses (``ind_itc``, ``mlm``) trained by :class:`meltr.Trainer`
+   on random batches with the fork's MELTR settings (K = 5, gamma 0.1, preset ``allinone``): ``sum`` (no meta
+   step), MELTR + AID-FP-Lite official-style (``autograd``: create_graph through the ViT), and ours (forward-mode
+   ``jvp`` and finite differences ``fd``). Ratios are ms/step over ``sum`` and our overhead over the official one.
+
+Weights are random: the point is cost, not accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from backbones.allinone import AllInOne, AllInOneConfig
+from benchmarks.common import bench_meta_step, meta_table
+
+META_EVERY = 5  # K of the fork's msrvtt_retrieval_MELTR
+
+
+@dataclass(frozen=True)
+class Size:
+    """Model and batch of one benchmark size."""
+
+    hidden: int  # ViT width
+    layers: int  # ViT blocks
+    image: int  # frame side (pixels)
+    patch: int  # patch side
+    text: int  # text length
+    batch: int  # training batch
+
+
+SIZES: dict[str, Size] = {
+    "tiny": Size(hidden=32, layers=2, image=32, patch=8, text=16, batch=8),  # the golden fixture's widths
+    "small": Size(hidden=128, layers=4, image=64, patch=16, text=24, batch=8),
+    "base": Size(hidden=768, layers=12, image=224, patch=16, text=40, batch=16),  # the fork's per-GPU batch (GPU)
+}
+
+
+def build_config(size: Size) -> AllInOneConfig:
+    """All-in-one at ``size`` with 3 frames and the real vocabulary size; dropout off for stable timings."""
+    return AllInOneConfig.tiny(vocab_size=30522, max_text_len=size.text, hidden_size=size.hidden,
+                               num_layers=size.layers, num_heads=max(1, size.hidden // 64) if size.hidden >= 64 else 4,
+                               image_size=size.image, patch_size=size.patch, num_frames=3, shared_embedding_dim=min(512, size.hidden))
+
+
+def random_batch(cfg: AllInOneConfig, batch: int, g: torch.Generator) -> dict[str, Tensor]:
+    """Normalised random frames and texts with 15% MLM targets (never [CLS]/[SEP]/padding)."""
+    lengths = torch.randint(4, cfg.max_text_len + 1, (batch,), generator=g)
+    pos = torch.arange(cfg.max_text_len)
+    mask = (pos < lengths[:, None]).long()
+    ids = torch.randint(1000, cfg.vocab_size, (batch, cfg.max_text_len), generator=g) * mask
+    ids[:, 0] = 101
+    ids[torch.arange(batch), lengths - 1] = 102
+    words = (pos > 0) & (pos < lengths[:, None] - 1)
+    chosen = words & (torch.rand(batch, cfg.max_text_len, generator=g) < 0.15)
+    chosen[:, 1] = True  # at least one target per row
+    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+    mlm_ids = torch.where(chosen, torch.full_like(ids, 103), ids)
+    video = torch.randn(batch, cfg.num_frames, 3, cfg.image_size, cfg.image_size, generator=g)
+    return {"video": video, "text_ids": ids, "text_mask": mask, "mlm_ids": mlm_ids, "mlm_labels": labels,
+            "index": torch.arange(batch)}
+
+
+def bench_train_step(size_name: str, device: torch.device, windows: int) -> list[str]:
+    """Table 2: ms per training step with the meta step every K steps, per method."""
+    from meltr import OptimConfig
+
+    size = SIZES[size_name]
+    cfg = build_config(size)
+    g = torch.Generator().manual_seed(0)
+    batches = [random_batch(cfg, size.batch, g) for _ in range((1 + windows) * META_EVERY)]
+    optim = OptimConfig(name="adamw", lr=3e-4, betas=(0.9, 0.98), weight_decay=0.01, schedule="constant")
+
+    def make_model() -> AllInOne:
+        model = AllInOne(cfg)
+        model.pooler.requires_grad_(False)  # as the recipe: no loss reaches it
+        return model
+
+    ms = bench_meta_step(make_model, batches, preset="allinone", optim=optim, every=META_EVERY, gamma=0.1,
+                         device=device, windows=windows)
+    return meta_table(ms, f"### 2. Train-step cost: All-in-one {size_name} (width {size.hidden}, {size.layers} blocks, "
+                          f"{size.image} px / patch {size.patch}, 3 frames, text {size.text}), batch {size.batch}, "
+                          f"K={META_EVERY}, median of {windows} windows of K steps")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--windows", type=int, default=3, help="timed windows of K steps")
+    parser.add_argument("--skip-decode", action="store_true", help="only the train-step table")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available")
+    print(f"All-in-one benchmark, {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}\n")
+    if not args.skip_decode:
+        from benchmarks import video_decode
+
+        print("## 1. Video decoding (benchmarks.video_decode)\n", flush=True)
+        video_decode.main([])
+    print("\n".join(bench_train_step(args.size, torch.device(args.device), args.windows)) + "\n", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
