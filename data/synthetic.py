@@ -6,6 +6,9 @@ Usage::
     python -m data.synthetic msrvtt   --out DIR [--videos N] [--seed S] [--feature-dim D]
     python -m data.synthetic mosi     --out DIR --format mmsa|univl|csd [--videos N] [--seed S] [--feature-dim D]
     python -m data.synthetic allinone-msrvtt --out DIR [--videos N] [--seed S]   (real mp4 files, see data/synthetic_video.py)
+    python -m data.synthetic violet-msrvtt|msvd --out DIR [--videos N] [--seed S] [--image-size P]
+    python -m data.synthetic tgif --task action|transition|frameqa --out DIR [--videos N] [--seed S] [--image-size P]
+      (VIOLET's frame and DALL-E code pickles and json files, see data/synthetic_violet.py)
 
 What is written (same names, layouts and container types as UniVL's ``youcookii.zip`` / ``msrvtt.zip``):
 
@@ -498,14 +501,32 @@ def write_mosi(out_dir: str | os.PathLike[str], *, fmt: str, n_videos: int = 6, 
     return {**files, "info": info_path, "format": fmt, "feature_dim": dim, **sizes}
 
 
-def _allinone_msrvtt(out: str, *, n_videos: int | None, seed: int) -> Path:
+def _allinone_msrvtt(out: str, *, n_videos: int | None, seed: int, **_: Any) -> Path:
     from data.synthetic_video import write_allinone_msrvtt  # imports PyAV only when asked for
 
     return write_allinone_msrvtt(out, n_videos=20 if n_videos is None else n_videos, seed=seed)
 
 
-# Datasets of raw frames or videos (not features): name -> writer(out, n_videos=, seed=) -> folder written.
-VIDEO_WRITERS: dict[str, Callable[..., Any]] = {"allinone-msrvtt": _allinone_msrvtt}
+def _violet(name: str) -> Callable[..., Any]:
+    def write(out: str, *, n_videos: int | None, seed: int, image_size: int | None, task: str | None) -> Any:
+        from data import synthetic_violet as sv
+
+        kw: dict[str, Any] = {"seed": seed}
+        if n_videos is not None:
+            kw["n_videos"] = n_videos
+        if image_size is not None:
+            # DALL-E codes come on the 32-pixel grid of the frames, as the official extractor makes them
+            kw.update(image_size=image_size, vq_grid=image_size // 32)
+        if name == "tgif":
+            return sv.write_tgif(out, task=task or "action", **kw)
+        return {"violet-msrvtt": sv.write_violet_msrvtt, "msvd": sv.write_msvd}[name](out, **kw)
+
+    return write
+
+
+# Datasets of raw frames or videos (not features): name -> writer(out, n_videos=, seed=, ...) -> what was written.
+VIDEO_WRITERS: dict[str, Callable[..., Any]] = {"allinone-msrvtt": _allinone_msrvtt, "violet-msrvtt": _violet("violet-msrvtt"),
+                                                "tgif": _violet("tgif"), "msvd": _violet("msvd")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -518,6 +539,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--feature-dim", type=int, default=None,
                         help="feature width (default 1024; mosi: mmsa 20, univl 1024, csd 35)")
     parser.add_argument("--format", choices=sorted(MOSI_DEFAULT_DIMS), default=None, help="mosi only: file layout")
+    parser.add_argument("--task", choices=["action", "transition", "frameqa"], default=None, help="tgif only: the QA task")
+    parser.add_argument("--image-size", type=int, default=None, help="VIOLET datasets: frame side in pixels (default 48)")
     args = parser.parse_args(argv)
     if (args.format is None) == (args.dataset == "mosi"):
         parser.error("--format is required for mosi and only allowed for mosi")
@@ -525,8 +548,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dataset in VIDEO_WRITERS:
         if args.feature_dim is not None:
             parser.error(f"--feature-dim does not apply to {args.dataset} (it writes frames, not features)")
+        if args.task is not None and args.dataset != "tgif":
+            parser.error("--task is only for tgif")
         try:
-            print(VIDEO_WRITERS[args.dataset](args.out, n_videos=args.videos, seed=args.seed))
+            written = VIDEO_WRITERS[args.dataset](args.out, n_videos=args.videos, seed=args.seed,
+                                                  image_size=args.image_size, task=args.task)
+            print(json.dumps(written, default=str, indent=1) if isinstance(written, dict) else written)
         except ValueError as exc:
             parser.error(str(exc))
         return 0
