@@ -342,9 +342,11 @@ class BertLMPredictionHead(nn.Module):
     Args:
         cfg: sizes (``vocab_size`` is used only when ``decoder_weight`` is None).
         decoder_weight: ``[vocab, H]`` table to tie as ``decoder.weight``; a fresh one when None.
+        bias_alias: also register the output ``bias`` as ``decoder.bias`` (one tensor under two keys), as
+            transformers >= 3 does; VIOLET's checkpoints carry both keys, HF-v0 ones (UniVL) only ``bias``.
     """
 
-    def __init__(self, cfg: BertConfig, decoder_weight: nn.Parameter | None = None) -> None:
+    def __init__(self, cfg: BertConfig, decoder_weight: nn.Parameter | None = None, *, bias_alias: bool = False) -> None:
         super().__init__()
         vocab = cfg.vocab_size if decoder_weight is None else decoder_weight.shape[0]
         self.transform = BertPredictionHeadTransform(cfg)
@@ -353,18 +355,22 @@ class BertLMPredictionHead(nn.Module):
             self.decoder.weight = decoder_weight
         # A separate output bias: the tied table has none, and the official checkpoints store this one.
         self.bias = nn.Parameter(torch.zeros(vocab))
+        if bias_alias:
+            self.decoder.bias = self.bias
 
     def forward(self, hidden: Tensor) -> Tensor:
         """``[..., H]`` → ``[..., vocab]`` logits."""
-        return self.decoder(self.transform(hidden)) + self.bias
+        # The bias is added once here, whether or not decoder.bias aliases it.
+        return F.linear(self.transform(hidden), self.decoder.weight) + self.bias
 
 
 class BertOnlyMLMHead(nn.Module):
-    """Wrapper that puts the head under ``predictions.*`` (the official key prefix)."""
+    """Wrapper that puts the head under ``predictions.*`` (the official key prefix); arguments as
+    :class:`BertLMPredictionHead`."""
 
-    def __init__(self, cfg: BertConfig, decoder_weight: nn.Parameter | None = None) -> None:
+    def __init__(self, cfg: BertConfig, decoder_weight: nn.Parameter | None = None, *, bias_alias: bool = False) -> None:
         super().__init__()
-        self.predictions = BertLMPredictionHead(cfg, decoder_weight)
+        self.predictions = BertLMPredictionHead(cfg, decoder_weight, bias_alias=bias_alias)
 
     def forward(self, hidden: Tensor) -> Tensor:
         """``[..., H]`` → ``[..., vocab]`` logits."""

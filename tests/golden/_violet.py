@@ -1,0 +1,101 @@
+"""Shared helpers for the VIOLET golden tests: fixture paths, the golden weights per task, the golden batches.
+
+The fixtures live outside the repository, in ``<repo>/../shared/fixtures/violet/`` (see its README). A
+missing fixture **fails** the test with the expected path; it never skips.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+from backbones.violet import Violet, VioletConfig
+
+FIXTURE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "violet"
+GOLDEN = FIXTURE_DIR / "golden.pt"
+KEYS_SHAPES = FIXTURE_DIR / "keys_shapes.json"
+
+# Our task name -> the fixture's model name (golden task_keys / keys_shapes entries).
+GOLDEN_TASKS = {"retrieval": "retrieval", "qa_oe": "qaoe", "qa_mc": "qamc"}
+
+
+def require(path: Path) -> Path:
+    """``path`` when the file exists; otherwise the calling test fails (never skips), naming the path."""
+    if path.is_file():
+        return path
+    pytest.fail(f"missing VIOLET fixture {path}: the golden tests read shared/fixtures/violet/ beside the repository "
+                "(see its README) and fail without it.", pytrace=False)
+
+
+@functools.cache
+def _read(path: Path) -> Any:
+    return torch.load(path, weights_only=True) if path.suffix == ".pt" else json.loads(path.read_text())
+
+
+def load_golden() -> dict[str, Any]:
+    """``golden.pt`` (read once per session with ``weights_only=True``); treat it as read-only."""
+    return _read(require(GOLDEN))
+
+
+def load_keys_shapes() -> dict[str, Any]:
+    """``keys_shapes.json`` (read once per session); treat it as read-only."""
+    return _read(require(KEYS_SHAPES))
+
+
+def golden_state(fixture_task: str) -> dict[str, Tensor]:
+    """The official state dict of one fixture model (``task_keys`` order), with the shared index buffer filled in."""
+    g = load_golden()
+    index = g["relative_position_index"].long()
+    return {k: (index if k.endswith("relative_position_index") else g["state_dict"][k]) for k in g["task_keys"][fixture_task]}
+
+
+def golden_model(task: str = "retrieval", fixture_task: str | None = None, **cfg: Any) -> Violet:
+    """The tiny VIOLET for ``task`` with the fixture's weights (strict, exact key set), in eval mode.
+
+    ``fork_quirks`` defaults to True: the fixture was made with the fork's code.
+    """
+    cfg.setdefault("fork_quirks", True)
+    model = Violet(VioletConfig.tiny(task=task, **cfg))
+    model.load_state_dict(golden_state(fixture_task or GOLDEN_TASKS[task]), strict=True)
+    return model.eval()
+
+
+def golden_batch(task: str = "retrieval", with_masks: bool = True) -> dict[str, Tensor]:
+    """The fixture's inputs as a VIOLET batch; ``with_masks`` adds the official masking draws."""
+    x = load_golden()["inputs"]
+    if task == "qa_mc":
+        batch = {"video": x["img_u8"][:2].float() / 255, "vq": x["vq_mc"], "text_ids": x["txt_mc"],
+                 "text_mask": x["mask_mc"], "answer": x["ans_mc"], "index": torch.arange(2)}
+        masks = {"masked_video": x["img_mc_masked_u8"].float() / 255, "mvm_labels": x["ans_mvm_mc"],
+                 "masked_text_ids": x["m_txt_mc"], "mtm_labels": x["ans_mtm_mc"]}
+    else:
+        batch = {"video": x["img_u8"].float() / 255, "vq": x["vq"], "text_ids": x["txt"], "text_mask": x["mask"],
+                 "answer": x["ans_oe"], "index": torch.arange(3)}
+        masks = {"masked_video": x["img_masked_u8"].float() / 255, "mvm_labels": x["ans_mvm"],
+                 "masked_text_ids": x["m_txt"], "mtm_labels": x["ans_mtm"]}
+    return {**batch, **masks} if with_masks else batch
+
+
+def random_batch(task: str, batch: int = 3, frames: int = 3, size: int = 64, length: int = 10, options: int = 3,
+                 vocab: int = 512, vq_size: int = 128, n_answers: int = 10, seed: int = 0) -> dict[str, Tensor]:
+    """A valid random VIOLET batch in the data helper's format (every text has at least one real token)."""
+    g = torch.Generator().manual_seed(seed)
+    grid = size // 32
+    rows = (batch, options) if task == "qa_mc" else (batch,)
+    lengths = torch.randint(3, length + 1, rows, generator=g)
+    positions = torch.arange(length)
+    mask = (positions < lengths[..., None]).long()
+    ids = torch.randint(104, vocab, rows + (length,), generator=g) * mask
+    ids[..., 0] = 101
+    ids.scatter_(-1, (lengths - 1)[..., None], 102)
+    codes = torch.randint(0, vq_size, (batch, frames, grid * grid), generator=g)
+    vq = torch.cat([torch.full((batch, frames, 1), -1), codes], dim=2).flatten(1)
+    answer = torch.randint(0, options if task == "qa_mc" else n_answers, (batch,), generator=g)
+    return {"video": torch.rand(batch, frames, 3, size, size, generator=g), "vq": vq, "text_ids": ids,
+            "text_mask": mask, "answer": answer, "index": torch.arange(batch)}
