@@ -199,13 +199,16 @@ class Violet(nn.Module):
         logits = self._head(self.vtm_head_name)(hidden[:, video_feat.shape[1]])
         return rearrange(logits, "(v t) 1 -> v t", t=nt) / self.cfg.vtm_temperature
 
-    def pair_scores(self, video_feat: Tensor, video_mask: Tensor, text_feat: Tensor, text_mask: Tensor) -> Tensor:
-        """Evaluation score ``sigmoid(fc(cls))`` of paired rows (video i with text i): ``[N]`` (no temperature)."""
+    def pair_scores(self, video_feat: Tensor, video_mask: Tensor, text_feat: Tensor, text_mask: Tensor,
+                    logits: bool = False) -> Tensor:
+        """Evaluation score ``sigmoid(fc(cls))`` of paired rows (video i with text i): ``[N]`` (no temperature).
+        ``logits=True`` returns ``fc(cls)`` itself: the same order, without float32 saturation ties at 1.0."""
         hidden = self.cross(video_feat, video_mask, text_feat, text_mask)
-        return torch.sigmoid(self._head(self.vtm_head_name)(hidden[:, video_feat.shape[1]])).squeeze(-1)
+        score = self._head(self.vtm_head_name)(hidden[:, video_feat.shape[1]]).squeeze(-1)
+        return score if logits else torch.sigmoid(score)
 
     def retrieval_scores(self, video_feats: Tensor, video_masks: Tensor, text_feats: Tensor, text_masks: Tensor,
-                         batch_size: int = 100) -> Tensor:
+                         batch_size: int = 100, logits: bool = False) -> Tensor:
         """:meth:`pair_scores` of every (text, video) pair, ``batch_size`` pairs per cross-encoder call.
 
         Features come from :meth:`encode_video` / :meth:`encode_text` once, so Swin runs once per video (the
@@ -213,7 +216,7 @@ class Violet(nn.Module):
         under ``torch.no_grad()`` for evaluation.
 
         Returns:
-            ``[n_text, n_video]`` scores in (0, 1), rows = texts.
+            ``[n_text, n_video]`` scores in (0, 1) (``logits=True``: before the sigmoid), rows = texts.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -222,7 +225,7 @@ class Violet(nn.Module):
         scores = []
         for chunk in pairs.split(batch_size):
             t, v = chunk // n_video, chunk % n_video
-            scores.append(self.pair_scores(video_feats[v], video_masks[v], text_feats[t], text_masks[t]))
+            scores.append(self.pair_scores(video_feats[v], video_masks[v], text_feats[t], text_masks[t], logits=logits))
         return torch.cat(scores).view(n_text, n_video)
 
     def _answer_logits(self, video_feat: Tensor, video_mask: Tensor, text_feat: Tensor, text_mask: Tensor,

@@ -13,6 +13,7 @@ __all__ = ["RECIPES", "recipe"]
 RECIPES: dict[str, str] = {
     "univl": "scripts.recipes.univl",
     "allinone": "scripts.recipes.allinone",
+    "violet": "scripts.recipes.violet",
 }
 
 
