@@ -6,17 +6,15 @@ missing fixture **fails** the test with the expected path; it never skips.
 
 from __future__ import annotations
 
-import functools
-import json
-from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 
 from backbones.allinone import AllInOne, AllInOneConfig
+from tests.golden import _fixtures
+from tests.golden._fixtures import fixture_dir
 
-FIXTURE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "allinone"
+FIXTURE_DIR = fixture_dir("allinone")
 GOLDEN = FIXTURE_DIR / "golden.pt"
 KEYS_SHAPES = FIXTURE_DIR / "keys_shapes.json"
 
@@ -25,28 +23,14 @@ KEYS_SHAPES = FIXTURE_DIR / "keys_shapes.json"
 NOT_OURS = ("aux_model.", "text_embeddings.position_ids")
 
 
-def require(path: Path) -> Path:
-    """``path`` if it is a file, else fail (not skip) the calling test with a message naming it."""
-    if not path.is_file():
-        pytest.fail(f"All-in-one fixture missing: {path}. The golden tests need shared/fixtures/allinone/ next to "
-                    "the repository (see its README); they fail rather than skip.", pytrace=False)
-    return path
-
-
-@functools.cache
-def _load_golden() -> dict[str, Any]:
-    return torch.load(GOLDEN, weights_only=True)
-
-
 def load_golden() -> dict[str, Any]:
-    """``golden.pt`` (loaded once per session, ``weights_only=True``). Do not mutate the result."""
-    require(GOLDEN)
-    return _load_golden()
+    """``golden.pt`` of allinone (see :mod:`tests.golden._fixtures`)."""
+    return _fixtures.load_golden("allinone")
 
 
 def load_keys_shapes() -> dict[str, Any]:
-    """``keys_shapes.json`` as a dict."""
-    return json.loads(require(KEYS_SHAPES).read_text())
+    """``keys_shapes.json`` of allinone."""
+    return _fixtures.load_keys_shapes("allinone")
 
 
 def golden_state() -> dict[str, torch.Tensor]:

@@ -6,17 +6,15 @@ missing fixture **fails** the test with the expected path; it never skips.
 
 from __future__ import annotations
 
-import functools
-import json
-from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 
 from backbones.univl import UniVL, UniVLConfig
+from tests.golden import _fixtures
+from tests.golden._fixtures import fixture_dir
 
-FIXTURE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "univl"
+FIXTURE_DIR = fixture_dir("univl")
 GOLDEN = FIXTURE_DIR / "golden.pt"
 KEYS_SHAPES = FIXTURE_DIR / "keys_shapes.json"
 
@@ -32,28 +30,14 @@ LAYOUT_LACKS: dict[str, tuple[str, ...]] = {
 }
 
 
-def require(path: Path) -> Path:
-    """``path`` if it is a file, else fail (not skip) the calling test with a message naming it."""
-    if not path.is_file():
-        pytest.fail(f"UniVL fixture missing: {path}. The golden tests need shared/fixtures/univl/ next to the "
-                    "repository (see its README); they fail rather than skip.", pytrace=False)
-    return path
-
-
-@functools.cache
-def _load_golden() -> dict[str, Any]:
-    return torch.load(GOLDEN, weights_only=True)
-
-
 def load_golden() -> dict[str, Any]:
-    """``golden.pt`` (loaded once per session, ``weights_only=True``). Do not mutate the result."""
-    require(GOLDEN)
-    return _load_golden()
+    """``golden.pt`` of univl (see :mod:`tests.golden._fixtures`)."""
+    return _fixtures.load_golden("univl")
 
 
 def load_keys_shapes() -> dict[str, Any]:
-    """``keys_shapes.json`` as a dict."""
-    return json.loads(require(KEYS_SHAPES).read_text())
+    """``keys_shapes.json`` of univl."""
+    return _fixtures.load_keys_shapes("univl")
 
 
 def golden_model(layout: str, **cfg: Any) -> UniVL:

@@ -6,18 +6,16 @@ missing fixture **fails** the test with the expected path; it never skips.
 
 from __future__ import annotations
 
-import functools
-import json
-from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 from torch import Tensor
 
 from backbones.violet import Violet, VioletConfig
+from tests.golden import _fixtures
+from tests.golden._fixtures import fixture_dir
 
-FIXTURE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "violet"
+FIXTURE_DIR = fixture_dir("violet")
 GOLDEN = FIXTURE_DIR / "golden.pt"
 KEYS_SHAPES = FIXTURE_DIR / "keys_shapes.json"
 
@@ -25,27 +23,14 @@ KEYS_SHAPES = FIXTURE_DIR / "keys_shapes.json"
 GOLDEN_TASKS = {"retrieval": "retrieval", "qa_oe": "qaoe", "qa_mc": "qamc"}
 
 
-def require(path: Path) -> Path:
-    """``path`` when the file exists; otherwise the calling test fails (never skips), naming the path."""
-    if path.is_file():
-        return path
-    pytest.fail(f"missing VIOLET fixture {path}: the golden tests read shared/fixtures/violet/ beside the repository "
-                "(see its README) and fail without it.", pytrace=False)
-
-
-@functools.cache
-def _read(path: Path) -> Any:
-    return torch.load(path, weights_only=True) if path.suffix == ".pt" else json.loads(path.read_text())
-
-
 def load_golden() -> dict[str, Any]:
-    """``golden.pt`` (read once per session with ``weights_only=True``); treat it as read-only."""
-    return _read(require(GOLDEN))
+    """``golden.pt`` of violet (see :mod:`tests.golden._fixtures`)."""
+    return _fixtures.load_golden("violet")
 
 
 def load_keys_shapes() -> dict[str, Any]:
-    """``keys_shapes.json`` (read once per session); treat it as read-only."""
-    return _read(require(KEYS_SHAPES))
+    """``keys_shapes.json`` of violet."""
+    return _fixtures.load_keys_shapes("violet")
 
 
 def golden_state(fixture_task: str) -> dict[str, Tensor]:

@@ -17,7 +17,8 @@ from torch import Tensor
 
 from backbones.common.bert import additive_mask
 from backbones.violet import Violet, VioletConfig
-from tests.golden._violet import FIXTURE_DIR, golden_batch, golden_model, load_golden, require
+from tests.golden._fixtures import require
+from tests.golden._violet import FIXTURE_DIR, golden_batch, golden_model, load_golden
 
 FEAT = {"rtol": 1e-4, "atol": 1e-4}
 VTM = {"rtol": 1e-4, "atol": 1e-3}
@@ -100,7 +101,7 @@ def ours(golden: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_a_missing_fixture_fails_instead_of_skipping() -> None:
-    with pytest.raises(pytest.fail.Exception, match="missing VIOLET fixture .*absent.pt"):
+    with pytest.raises(pytest.fail.Exception, match="fixture missing: .*absent.pt. .*shared/fixtures/violet/"):
         require(FIXTURE_DIR / "absent.pt")
 
 
