@@ -8,7 +8,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 STDLIB_OK = {"__future__", "abc", "argparse", "collections", "contextlib", "copy", "dataclasses", "enum", "functools",
              "io", "itertools", "json", "logging", "math", "os", "pathlib", "pickle", "random", "re", "statistics", "sys",
-             "tempfile", "time", "types", "typing", "warnings", "numbers", "inspect", "textwrap", "difflib"}
+             "tempfile", "time", "types", "typing", "warnings", "numbers", "inspect", "textwrap", "difflib",
+             "resource"}  # resource: peak RSS for the epoch records (POSIX; log.py falls back without it)
 
 
 def _imports(path: Path) -> list[tuple[str, bool]]:

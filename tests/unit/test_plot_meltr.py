@@ -1,4 +1,4 @@
-"""Tests for scripts/plot_meltr.py: the plotted data equals the logged data, files are PNGs, CLI errors."""
+"""Tests for scripts/plot_meltr.py: the plotted data equals the logged data (Figures 3, 4, 5), files are PNGs, CLI errors."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from statistics import fmean
 import numpy as np
 import pytest
 
-from scripts.plot_meltr import FIG3, FIG4, build_figures, figure_data, main, plot_run
+from scripts.plot_meltr import (FIG3, FIG4, FIG5, build_fig5, build_figures, fig5_panels, figure_data, input_type, main,
+                                plot_fig5, plot_run)
 
 REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -162,3 +163,58 @@ def test_cli_missing_file_exits_naming_it(tmp_path):
         main([str(tmp_path / "absent"), "--out", str(tmp_path / "o")])
     assert str(tmp_path / "absent" / "metrics.jsonl") in str(info.value.code)
     assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------ Figure 5
+
+
+def _fig5_run(root: Path, name: str, combiner: str, records: list[dict] | None, message: str | None = None) -> Path:
+    run_dir = _write_run(root / name, records or [])
+    (run_dir / "config.yaml").write_text(f"trainer:\n  combiner:\n{combiner}")
+    if message is not None:
+        row = {"table": "fig5", "row": name, "status": "cannot_train", "message": message}
+        (run_dir / "row.json").write_text(json.dumps(row))
+    return run_dir
+
+
+def _fig5_runs(root: Path) -> list[Path]:
+    se = _fig5_run(root, "se", "    name: meltr\n    preset: null\n    meltr: {embedding: se}\n", _records())
+    te = _fig5_run(root, "te", "    name: meltr\n    preset: null\n    meltr: {embedding: te}\n", None,
+                   message="CombinerTrainingError: output ignores the losses")
+    both_records = _records()[::2]  # a different log, so a panel mix-up would show
+    both = _fig5_run(root, "se_te", "    name: meltr\n    preset: univl\n", both_records)
+    return [se, te, both]
+
+
+def test_fig5_panels_hold_logged_points_and_the_te_only_reason(tmp_path):
+    se, te, both = _fig5_runs(tmp_path)
+    fig = build_fig5(fig5_panels([se, te, both]))
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == ["(a) SE only", "(b) TE only", "(c) SE + TE"]
+    for ax, records in ((axes[0], _records()), (axes[2], _records()[::2])):
+        train = [r for r in records if r["kind"] == "train"]
+        assert len(ax.collections) == len(TASKS)
+        for coll, t in zip(ax.collections, TASKS):
+            assert coll.get_label() == t
+            expected = np.array([[r["losses"][t], r["task_weights"][t]] for r in train])
+            np.testing.assert_array_equal(coll.get_offsets(), expected)
+    shown = " ".join(" ".join(t.get_text().split()) for t in axes[1].texts)  # the reason is wrapped over lines
+    assert len(axes[1].collections) == 0 and "CombinerTrainingError: output ignores the losses" in shown
+
+
+def test_fig5_writes_png_and_cli(tmp_path):
+    runs = _fig5_runs(tmp_path)
+    path = plot_fig5(runs, tmp_path / "out")
+    assert path == tmp_path / "out" / f"{FIG5}.png" and path.read_bytes().startswith(PNG_MAGIC)
+    assert main(["--fig5", *map(str, runs)]) == 0
+    assert (runs[0] / "plots" / f"{FIG5}.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_fig5_title_of_other_combiners_and_errors(tmp_path):
+    lin = _fig5_run(tmp_path, "lin", "    name: linear\n", _records())
+    assert input_type(lin) == "linear" and input_type(tmp_path / "no_config") == "no_config"
+    with pytest.raises(SystemExit, match="run directory not found") as info:
+        fig5_panels([lin, tmp_path / "gone"])
+    assert str(tmp_path / "gone") in str(info.value)
+    with pytest.raises(SystemExit):  # several runs need --fig5
+        main([str(lin), str(lin)])
