@@ -1,6 +1,6 @@
 """All-in-one costs measured side by side in one run: video decoding and the MELTR meta step.
 
-    python -m benchmarks.allinone [--size tiny|small] [--device cpu|cuda] [--windows 3] [--skip-decode]
+    python -m benchmarks.allinone [--size tiny|small] [--device cpu|cuda] [--windows 3] [--skip-inputs]
 
 1. **Video decoding** (decord vs PyAV, DataLoader workers): the tables of :mod:`benchmarks.video_decode`.
 2. **Train-step cost**: All-in-one with its two losses (``ind_itc``, ``mlm``) trained by :class:`meltr.Trainer`
@@ -13,7 +13,6 @@ Weights are random: the point is cost, not accuracy.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 
@@ -21,7 +20,7 @@ import torch
 from torch import Tensor
 
 from backbones.allinone import AllInOne, AllInOneConfig
-from benchmarks.common import bench_meta_step, meta_table
+from benchmarks.common import backbone_main, bench_meta_step, meta_table
 
 META_EVERY = 5  # K of the fork's msrvtt_retrieval_MELTR
 
@@ -92,23 +91,15 @@ def bench_train_step(size_name: str, device: torch.device, windows: int) -> list
                           f"K={META_EVERY}, median of {windows} windows of K steps")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--windows", type=int, default=3, help="timed windows of K steps")
-    parser.add_argument("--skip-decode", action="store_true", help="only the train-step table")
-    args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available")
-    print(f"All-in-one benchmark, {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}\n")
-    if not args.skip_decode:
-        from benchmarks import video_decode
+def _input_tables() -> None:
+    from benchmarks import video_decode
 
-        print("## 1. Video decoding (benchmarks.video_decode)\n", flush=True)
-        video_decode.main([])
-    print("\n".join(bench_train_step(args.size, torch.device(args.device), args.windows)) + "\n", flush=True)
-    return 0
+    video_decode.main([])
+
+
+def main(argv: list[str] | None = None) -> int:
+    return backbone_main(argv, doc=__doc__, name="All-in-one", sizes=list(SIZES), input_tables=_input_tables,
+                         input_title="Video decoding (benchmarks.video_decode)", train_table=bench_train_step, windows=3)
 
 
 if __name__ == "__main__":

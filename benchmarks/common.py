@@ -98,3 +98,26 @@ def meta_table(ms: Mapping[str, float], title: str) -> list[str]:
         over = "" if name == "sum" or official is None else f"{(value - base) / (official - base):.2f}"
         lines.append(f"| {name} | {value:.1f} | {value / base:.2f}x | {over} |")
     return lines
+
+
+def backbone_main(argv: list[str] | None, *, doc: str, name: str, sizes: Sequence[str],
+                  input_tables: Callable[[], object], input_title: str,
+                  train_table: Callable[[str, torch.device, int], list[str]], windows: int) -> int:
+    """Command line of a backbone benchmark: the input-pipeline tables (``input_tables()``, skipped with
+    ``--skip-inputs``), then the train-step table ``train_table(size, device, windows)``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=sorted(sizes), default="tiny")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--windows", type=int, default=windows, help="timed windows of K steps")
+    parser.add_argument("--skip-inputs", action="store_true", help="only the train-step table")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available")
+    print(f"{name} benchmark, {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}\n")
+    if not args.skip_inputs:
+        print(f"## 1. {input_title}\n", flush=True)
+        input_tables()
+    print("\n".join(train_table(args.size, torch.device(args.device), args.windows)) + "\n", flush=True)
+    return 0

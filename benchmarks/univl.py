@@ -33,7 +33,7 @@ from torch import Tensor
 from backbones.common.bert import BertConfig
 from backbones.univl import UniVL, UniVLConfig
 from backbones.univl.generate import BeamOutput, DecodeFn, beam_search
-from benchmarks.common import bench_meta_step, median_ms, meta_table, sync
+from benchmarks.common import bench_meta_step, median_ms, meta_table
 
 CLS_ID, SEP_ID, MASK_ID, FIRST_WORD_ID = 101, 102, 103, 104  # bert-base-uncased special ids
 

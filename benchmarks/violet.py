@@ -1,6 +1,6 @@
 """VIOLET costs measured side by side in one run: the frame data path and the MELTR meta step.
 
-    python -m benchmarks.violet [--size tiny|small] [--device cpu|cuda] [--windows 2] [--skip-data]
+    python -m benchmarks.violet [--size tiny|small] [--device cpu|cuda] [--windows 2] [--skip-inputs]
 
 1. **Data path** (base64 JPEG decode + pad + resize + to-tensor, DataLoader workers): the table of
    :mod:`benchmarks.violet_data`.
@@ -15,7 +15,6 @@ Weights are random: the point is cost, not accuracy.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 
@@ -24,7 +23,7 @@ from torch import Tensor
 
 from backbones.common.bert import BertConfig
 from backbones.violet import SwinConfig, Violet, VioletConfig
-from benchmarks.common import bench_meta_step, meta_table
+from benchmarks.common import backbone_main, bench_meta_step, meta_table
 
 META_EVERY = 3  # K of every violet/args/*.json
 
@@ -93,23 +92,15 @@ def bench_train_step(size_name: str, device: torch.device, windows: int) -> list
                           f"{size.batch}, K={META_EVERY}, median of {windows} windows of K steps")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--windows", type=int, default=2, help="timed windows of K steps")
-    parser.add_argument("--skip-data", action="store_true", help="only the train-step table")
-    args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available")
-    print(f"VIOLET benchmark, {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}\n")
-    if not args.skip_data:
-        from benchmarks import violet_data
+def _input_tables() -> None:
+    from benchmarks import violet_data
 
-        print("## 1. Data path (benchmarks.violet_data)\n", flush=True)
-        violet_data.main([])
-    print("\n".join(bench_train_step(args.size, torch.device(args.device), args.windows)) + "\n", flush=True)
-    return 0
+    violet_data.main([])
+
+
+def main(argv: list[str] | None = None) -> int:
+    return backbone_main(argv, doc=__doc__, name="VIOLET", sizes=list(SIZES), input_tables=_input_tables,
+                         input_title="Data path (benchmarks.violet_data)", train_table=bench_train_step, windows=2)
 
 
 if __name__ == "__main__":
