@@ -6,6 +6,8 @@ Importing this package needs neither pycocoevalcap nor Java; :class:`CaptionScor
 
 from evaluation.captioning import CAPTION_METRICS, CaptionScorer, postprocess
 from evaluation.mosi import MOSI_METRICS, format_mosi, mosi_metrics
+from evaluation.multiview import multiview_retrieval
+from evaluation.qa import official_batch_mean, qa_accuracy, qa_metrics
 from evaluation.retrieval import (
     format_metrics,
     ranks,
@@ -23,7 +25,11 @@ __all__ = [
     "format_metrics",
     "format_mosi",
     "mosi_metrics",
+    "multiview_retrieval",
+    "official_batch_mean",
     "postprocess",
+    "qa_accuracy",
+    "qa_metrics",
     "ranks",
     "retrieval_metrics",
     "retrieval_metrics_multi",
