@@ -31,3 +31,10 @@ def test_fork_primary_switch_puts_mlm_first(tmp_path) -> None:
 def test_missing_checkpoint_stops_with_the_path(tmp_path) -> None:
     proc = run_script("allinone_msrvtt7k_retrieval.sh", {"DATA_DIR": str(tmp_path), "INIT_MODEL": str(tmp_path / "a.ckpt")})
     assert proc.returncode == 2 and f"INIT_MODEL not found: {tmp_path / 'a.ckpt'}" in proc.stderr
+
+
+def test_row_runs_under_torchrun_with_two_gloo_processes(tmp_path) -> None:
+    # the unused pooler is frozen by the recipe, so DDP does not wait for its gradient
+    state = check_tiny_run("allinone_msrvtt7k_retrieval.sh", tmp_path / "ddp", ["ind_itc", "mlm"], METRICS,
+                           env={"NGPU": "2", "OMP_NUM_THREADS": "1"})
+    assert state["config"]["trainer"]["combiner"]["name"] == "meltr"

@@ -41,3 +41,9 @@ def test_missing_checkpoints_stop_with_the_path(tmp_path) -> None:
     proc = run_script("violet_msvd_qa.sh", {"DATA_DIR": str(tmp_path), "INIT_MODEL": str(tmp_path / "pre.pt"),
                                             "SWIN_INIT": str(tmp_path / "swin.pt")})
     assert proc.returncode == 2 and f"SWIN_INIT not found: {tmp_path / 'swin.pt'}" in proc.stderr
+
+
+def test_row_runs_under_torchrun_with_two_gloo_processes(tmp_path) -> None:
+    state = check_tiny_run("violet_tgif_frame.sh", tmp_path / "ddp", ["oe", "vtm", "mtm", "mvm"], QA,
+                           env={"NGPU": "2", "OMP_NUM_THREADS": "1"})
+    assert state["metrics"]["n"] > 0
