@@ -200,13 +200,9 @@ def load_official(model: nn.Module, source: str | os.PathLike | Mapping[str, Any
     weights, _ = loading.read_state_dict(checkpoint.state_dict)  # strips module. / _orig_mod. prefixes
     state, at_init, notes = _apply_fork_rules(weights, model)
     layouts = [dataclasses.replace(lay, may_stay_at_init=lay.may_stay_at_init + tuple(at_init)) for lay in LAYOUTS]
-    try:
-        report = loading.load_official(model, state, layouts)
-    except loading.CheckpointMismatchError as e:
-        # The engine saw an in-memory dict; name the file instead.
-        raise loading.CheckpointMismatchError(str(e).replace("<state_dict>", label, 1)) from e
+    report = loading.load_official(model, state, layouts, label=label)
     fields = {f.name: getattr(report, f.name) for f in dataclasses.fields(loading.LoadReport)}
-    full = AllInOneLoadReport(**{**fields, "file": label}, metadata=checkpoint.metadata,
+    full = AllInOneLoadReport(**fields, metadata=checkpoint.metadata,
                               stand_ins=checkpoint.stand_ins, adapted=notes)
     for note in notes:
         log.info("%s: %s", label, note)

@@ -103,13 +103,14 @@ def _clean(key: str) -> str:
     return key
 
 
-def read_state_dict(source: str | os.PathLike | Mapping[str, Tensor]) -> tuple[dict[str, Tensor], str]:
+def read_state_dict(source: str | os.PathLike | Mapping[str, Tensor], label: str | None = None) -> tuple[dict[str, Tensor], str]:
     """Reads a state dict safely; returns it with cleaned keys and a label for messages.
 
-    Accepts a bare state dict or one wrapped as ``{"state_dict": ...}`` / ``{"model": ...}``.
+    Accepts a bare state dict or one wrapped as ``{"state_dict": ...}`` / ``{"model": ...}``. ``label`` names an
+    in-memory dict in messages (e.g. the file it was read from by another reader); default ``<state_dict>``.
     """
     if isinstance(source, Mapping):
-        raw, label = source, "<state_dict>"
+        raw, label = source, label or "<state_dict>"
     else:
         label = str(source)
         if not os.path.exists(source):
@@ -179,15 +180,18 @@ def _matches(key: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(key, p) for p in patterns)
 
 
-def load_official(model: nn.Module, source: str | os.PathLike | Mapping[str, Tensor], layouts: Sequence[Layout]) -> LoadReport:
+def load_official(model: nn.Module, source: str | os.PathLike | Mapping[str, Tensor], layouts: Sequence[Layout],
+                  label: str | None = None) -> LoadReport:
     """Loads an official checkpoint into ``model``; raises on anything outside the layout's allowlists.
+
+    ``label`` names an in-memory ``source`` in the report and in errors (see :func:`read_state_dict`).
 
     Raises:
         FileNotFoundError: the file does not exist (the message names it).
         CheckpointMismatchError: unreadable file, unknown layout, unexpected or missing keys, or shape
             mismatches, naming the file, the layout and the first 10 offending keys.
     """
-    state, label = read_state_dict(source)
+    state, label = read_state_dict(source, label)
     layout = detect_layout(state.keys(), layouts, label)
     ours, renamed, dropped = convert_keys(state, layout)
     own = model.state_dict()
