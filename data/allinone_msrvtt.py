@@ -57,6 +57,7 @@ from torch.utils.data import Dataset
 
 from data.common import collate, read_json, sample_seed
 from data.errors import DataFormatError, MissingDataFileError
+from data.masking import IGNORE_INDEX, mask_tokens
 from data.safe_pickle import load_pickle
 from data.text import PieceFn, SpecialIds, TextEncoder, TextTokenizer
 from data.video import Backend, VideoDecodeError, read_sampled_frames
@@ -75,8 +76,6 @@ FILES = {"json": "MSR_VTT.json", "7k": "train_list_7k.txt", "9k": "train_list_9k
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MLM_IGNORE = -100  # Hugging Face label of tokens that are not predicted
-_MASK_SHARE = 0.8  # chosen tokens → [MASK]
-_RANDOM_OF_REST = 0.5  # of the remaining chosen tokens → random id (the rest stay)
 _RESIZE_RATIO = 1.2  # shorter side = int(1.2 · crop), 268 for 224
 
 
@@ -197,7 +196,8 @@ def resize_crop_normalize(frames: np.ndarray, *, resize: int, crop: int, top: in
 
 def mask_tokens_hf(input_ids: Tensor, attention_mask: Tensor, *, generator: torch.Generator, prob: float,
                    special: SpecialIds) -> tuple[Tensor, Tensor]:
-    """MLM corruption with ``DataCollatorForLanguageModeling`` semantics (see the module docstring).
+    """MLM corruption with ``DataCollatorForLanguageModeling`` semantics (see the module docstring):
+    :func:`data.masking.mask_tokens` without the at-least-one rule, labels in Hugging Face's convention.
 
     Args:
         input_ids: [L] int64, ``[CLS] pieces [SEP]`` then padding.
@@ -209,19 +209,9 @@ def mask_tokens_hf(input_ids: Tensor, attention_mask: Tensor, *, generator: torc
     Returns:
         ``(mlm_ids, mlm_labels)`` [L] int64; labels are the original id at chosen tokens, -100 elsewhere.
     """
-    length = input_ids.shape[0]
-    n_real = int(attention_mask.sum())
-    positions = torch.arange(length)
-    # The tokenizer's special_tokens_mask: [CLS] (first), [SEP] (last real token) and padding.
-    maskable = (positions > 0) & (positions < n_real - 1)
-    chosen = (torch.rand(length, generator=generator) < prob) & maskable
-    to_mask = (torch.rand(length, generator=generator) < _MASK_SHARE) & chosen
-    to_random = (torch.rand(length, generator=generator) < _RANDOM_OF_REST) & chosen & ~to_mask
-    random_ids = torch.randint(0, special.vocab_size, (length,), generator=generator)
-    mlm_ids = torch.where(to_mask, torch.full_like(input_ids, special.mask), input_ids)
-    mlm_ids = torch.where(to_random, random_ids, mlm_ids)
-    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, MLM_IGNORE))
-    return mlm_ids, labels
+    mlm_ids, labels = mask_tokens(input_ids, attention_mask, generator=generator, prob=prob, special=special,
+                                  at_least_one=False)
+    return mlm_ids, labels.masked_fill(labels == IGNORE_INDEX, MLM_IGNORE)
 
 
 # ---------------------------------------------------------------------------------------------------- files

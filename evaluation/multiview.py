@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from evaluation.retrieval import ranks, text_to_video
+from evaluation.retrieval import _check_ks, ranks, text_to_video  # one ks validation for the package
 
 __all__ = ["cosine_similarity", "average_similarities", "multiview_similarity", "video_to_text_averaged",
            "allinone_metrics", "multiview_retrieval"]
@@ -83,13 +83,6 @@ def multiview_similarity(text: Tensor | Sequence[Tensor], videos: Sequence[Tenso
     if len(texts) != len(videos):
         raise ValueError(f"got {len(texts)} text views for {len(videos)} video views")
     return average_similarities([cosine_similarity(t, v, eps) for t, v in zip(texts, videos)])
-
-
-def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:
-    out = tuple(int(k) for k in ks)
-    if not out or min(out) < 1:
-        raise ValueError(f"ks must be positive ints, got {ks!r}")
-    return out
 
 
 def video_to_text_averaged(sim: Tensor | np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
