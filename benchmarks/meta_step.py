@@ -86,7 +86,8 @@ def _rss_mb() -> float:
 
 def run_method(name: str, steps: int, every: int, size: str, device: str, warmup: int, gamma: float) -> dict:
     """Trains ``steps`` timed steps of ``name`` in this process; returns time and memory figures."""
-    from meltr import CombinerConfig, HypergradConfig, MetaConfig, OptimConfig, Trainer, TrainerConfig, preset
+    from meltr import CombinerConfig, HypergradConfig, MetaConfig, OptimConfig, Trainer, TrainerConfig
+    from meltr.loss_transformer import preset
 
     spec, dims = METHODS[name], SIZES[size]
     torch.manual_seed(0)

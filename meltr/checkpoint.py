@@ -41,16 +41,29 @@ __all__ = [
     "load_checkpoint",
     "rng_state",
     "set_rng_state",
+    "export_safetensors",
 ]
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION: int = 1
+FORMAT_VERSION: int = 2
 """Version of the checkpoint layout this meltr writes; bump it and add an upgrader on change."""
 
 # One entry per version step: ``_UPGRADES[v]`` turns a version-``v`` state into a version-``v + 1``
 # state. Write each as ``_upgrade_vN_to_vN1(state) -> state`` and register it here.
-_UPGRADES: dict[int, Callable[[dict], dict]] = {}
+def _upgrade_v1_to_v2(state: dict) -> dict:
+    """Version 2 keeps the meta-learner's state under ``meta`` (``meltr.MetaLearner.state_dict``)."""
+    moves = {"meta_rng": "generator", "buffer": "buffer", "meta_pos": "meta_pos",
+             "meta_optimizer": "optimizer", "meta_scheduler": "scheduler"}
+    meta = {new: state.pop(old) for old, new in moves.items() if old in state}
+    if "step" in state:
+        meta["steps"] = state["step"]  # the meta step ran on the same step counter
+    if meta:
+        state["meta"] = meta
+    return state
+
+
+_UPGRADES: dict[int, Callable[[dict], dict]] = {1: _upgrade_v1_to_v2}
 
 _SAFE_CONTENT_HINT = (
     "meltr checkpoints only contain tensors and plain Python containers "
@@ -331,3 +344,53 @@ def set_rng_state(state: dict[str, Any]) -> None:
                     min(len(cuda_states), n_devices),
                 )
             torch.cuda.set_rng_state_all(cuda_states[:n_devices])
+
+
+def export_safetensors(checkpoint: str | os.PathLike | dict, out: str | os.PathLike, key: str = "model") -> Path:
+    """Exports the weights of a meltr checkpoint to a ``safetensors`` file (weights only, no pickle).
+
+    The file holds exactly the ``state_dict`` of the bare model, so
+    ``model.load_state_dict(safetensors.torch.load_file(out))`` restores it strictly (tied weights are
+    stored once per name). Its metadata records the loss names, the step and the format.
+
+    Args:
+        checkpoint: A ``best.pt`` / ``last.pt`` path, or a state dict as :meth:`meltr.Trainer.weights_dict`
+            returns it.
+        out: Destination ``.safetensors`` file (written atomically).
+        key: Which state dict to export: ``model`` (default) or ``combiner``.
+
+    Returns:
+        ``out`` as a path.
+
+    Raises:
+        CheckpointError: the checkpoint has no ``key`` state dict.
+        ImportError: ``safetensors`` is not installed (``pip install meltr[export]``).
+    """
+    try:
+        from safetensors.torch import save_file
+    except ImportError as exc:  # pragma: no cover - pinned in CI
+        raise ImportError("exporting to safetensors needs the safetensors package: pip install 'meltr[export]'") from exc
+    source = str(checkpoint) if not isinstance(checkpoint, dict) else "<state dict>"
+    state = load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
+    weights = state.get(key)
+    if not isinstance(weights, dict) or not weights:
+        raise CheckpointError(f"{source}: no {key!r} weights to export (keys: {sorted(state)})")
+    # safetensors refuses tensors that share memory (tied embeddings): store an independent copy per name.
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in weights.items() if isinstance(v, torch.Tensor)}
+    metadata = {"format": "pt", "producer": "meltr", "state": key,
+                "loss_names": ",".join(state.get("loss_names", [])), "step": str(state.get("step", ""))}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp_name, metadata=metadata)
+        _set_mode(tmp_name, out)
+        os.replace(tmp_name, out)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    return out

@@ -12,9 +12,25 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-__all__ = ["LossDict", "MultiLossModel", "LossContractError", "Combiner", "check_losses", "stack_losses", "as_full_precision"]
+__all__ = [
+    "LOSSES_KEY",
+    "LossDict",
+    "MultiLossModel",
+    "LossContractError",
+    "Combiner",
+    "check_losses",
+    "losses_of",
+    "stack_losses",
+    "as_full_precision",
+]
 
 LossDict = dict[str, Tensor]
+
+LOSSES_KEY = "losses"
+"""A model that returns more than its losses puts them under this key (or attribute) of its output::
+
+    return {"losses": {"task": l0, "aux": l1}, "logits": logits}
+"""
 
 
 @runtime_checkable
@@ -30,7 +46,7 @@ class MultiLossModel(Protocol):
     loss_names: tuple[str, ...]
     target_loss: str
 
-    def forward(self, batch: Mapping[str, Any]) -> LossDict: ...
+    def forward(self, batch: Mapping[str, Any]) -> LossDict | Mapping[str, Any]: ...
 
 
 class LossContractError(ValueError):
@@ -38,14 +54,33 @@ class LossContractError(ValueError):
 
 
 def _model_name(model: object) -> str:
-    return type(model).__name__
+    return model if isinstance(model, str) else type(model).__name__
+
+
+def losses_of(output: Any, model: object = "model") -> Any:
+    """The named losses inside one model output.
+
+    A model returns either a dict of exactly its named losses, or a mapping (or an object such as a
+    Hugging Face ``ModelOutput``) whose ``losses`` entry holds that dict beside anything else (logits,
+    hidden states). Anything else is returned unchanged for :func:`check_losses` to reject.
+
+    Args:
+        output: What ``model(batch)`` returned.
+        model: The model (or its name), named in errors.
+    """
+    inner = output.get(LOSSES_KEY) if isinstance(output, Mapping) else getattr(output, LOSSES_KEY, None)
+    if isinstance(inner, Mapping):
+        return inner
+    if output is None:
+        raise LossContractError(f"{_model_name(model)}.forward returned None, expected a dict of named losses")
+    return output
 
 
 def check_losses(model: object, losses: object, loss_names: tuple[str, ...] | None = None) -> None:
     """Checks one ``forward`` output against the contract and raises a precise error.
 
     Args:
-        model: The model that produced ``losses`` (named in the error).
+        model: The model that produced ``losses``, or its name (named in the error).
         losses: The output of ``model(batch)``.
         loss_names: Expected names; defaults to ``model.loss_names``.
 
@@ -58,7 +93,8 @@ def check_losses(model: object, losses: object, loss_names: tuple[str, ...] | No
         raise LossContractError(f"{name}: no loss_names declared (a MultiLossModel needs loss_names)")
     if not isinstance(losses, Mapping):
         raise LossContractError(
-            f"{name}.forward returned {type(losses).__name__}, expected a dict of named losses {expected}"
+            f"{name}.forward returned {type(losses).__name__}, expected a dict of named losses {expected} "
+            f"(or a dict with a {LOSSES_KEY!r} entry holding them beside other outputs)"
         )
     problems: list[str] = []
     missing = [k for k in expected if k not in losses]
@@ -66,7 +102,7 @@ def check_losses(model: object, losses: object, loss_names: tuple[str, ...] | No
     if missing:
         problems.append(f"missing {missing}")
     if extra:
-        problems.append(f"extra {extra}")
+        problems.append(f"extra {extra} (return other outputs under a {LOSSES_KEY!r} entry: {{{LOSSES_KEY!r}: losses, 'logits': ...}})")
     not_tensor = [k for k in expected if k in losses and not isinstance(losses[k], Tensor)]
     if not_tensor:
         problems.append(f"not tensors {not_tensor}")

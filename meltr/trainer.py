@@ -1,29 +1,25 @@
-"""Fine-tune any multi-loss model with MELTR (or a baseline combiner) and bi-level meta steps.
+"""Fine-tune any multi-loss model with MELTR (or a baseline combiner): a complete loop on
+:class:`meltr.MetaLearner`.
 
 One training step (Algorithm 1 as the official code runs it)::
 
     l = model(batch)                         # dict of T named 0-dim losses
-    L = combiner(l)                          # MELTR, sum, fixed, single or linear
+    L = meta.combine(l)                      # MELTR, sum, fixed, single or linear; combiner frozen
     backward(L); clip; optimizer.step()      # backbone update (the combiner is not in this optimiser)
-    every K steps, if the combiner is learnable:
-        b_v, b_t = meta batches              # official: two draws from the last 10 training batches
-        L_P = l_primary(w; b_v) + gamma * |sum_t l_t(w; b_t) - combiner(l(w; b_t))|
-        phi.grad = hypergradient(L_P, combiner(l(w; b_t)))   # AID-FP-Lite by default
-        clip; meta_optimizer.step()
-    append batch to the buffer
+    meta.maybe_step(model, batch)            # every K steps: the bi-level meta step; buffers the batch
 
-Under DDP the loss vector is averaged over ranks before the combiner (value of the global mean,
-gradient of the local losses), so a nonlinear combiner sees the losses of the global batch, and the
-meta step averages its primary gradient and directional derivatives explicitly (see
-:mod:`meltr.distributed`).
+The loop adds what a fine-tuning run needs around it: epochs or ``max_steps`` (``max_steps`` wins),
+gradient accumulation, AMP, clipping, evaluation with a best checkpoint, a final evaluation and
+``last.pt`` whatever stopped the run, exact resume, plain progress log lines (and a tqdm bar on a
+terminal), and data parallelism under ``torchrun`` (initialised here, the loader sharded).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import itertools
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,44 +27,20 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Mapping
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from meltr import distributed as D
-from meltr.baselines import CombinerConfig, build_combiner
-from meltr.checkpoint import FORMAT_VERSION, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from meltr.baselines import CombinerConfig
+from meltr.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from meltr.config import to_dict
-from meltr.hypergrad import ITD, CombinedObjective, HypergradConfig, SumObjective, build_hypergrad
-from meltr.interface import check_losses, stack_losses
-from meltr.log import RunLogger, peak_memory, reset_peak_memory
+from meltr.interface import LossContractError
+from meltr.log import RunLogger, peak_memory, reset_peak_memory, setup_logging
+from meltr.meta_learner import CombinerTrainingError, MetaConfig, MetaLearner, to_device
 from meltr.optim import OptimConfig, build_optimizer, build_scheduler
+from meltr.sampler import EpochSampler
 
 __all__ = ["MetaConfig", "TrainerConfig", "Trainer", "CombinerTrainingError"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class MetaConfig:
-    """The bi-level meta step that trains a learnable combiner."""
-
-    every: int = 3  # K: update the combiner every K backbone steps (official: 3 UniVL/VIOLET, 5 All-in-one)
-    gamma: float = 0.1  # regulariser strength (paper eq. 6; official 0.1, UniVL off unless --reg 1)
-    reg: Literal["abs", "squared"] = "abs"  # official |sum l - MELTR(l)|, or its square
-    reg_direct: bool = False  # also differentiate the regulariser w.r.t. phi directly (official: no)
-    source: Literal["buffer", "loader"] = "buffer"  # primary batch: last-N training batches, or meta_loader
-    buffer_size: int = 10  # how many recent training batches the buffer keeps (official: 10)
-    buffer_evict: Literal["fifo", "weighted"] = "fifo"  # UniVL drops the oldest; VIOLET/All-in-one weighted
-    share_batch: bool = False  # one draw for both meta batches (the official draws twice, independently)
-    hypergrad: HypergradConfig = field(default_factory=HypergradConfig)  # scheme and its options
-    optim: OptimConfig = field(
-        default_factory=lambda: OptimConfig(name="adam", lr=1e-4, weight_decay=3e-5, schedule="constant", clip_grad_norm=10.0)
-    )  # meta optimiser (official: Adam, lr 1e-4, L2 3e-5, clip 50/12/1 per backbone)
-
-    def validate(self) -> None:
-        if self.every < 1 or self.buffer_size < 1:
-            raise ValueError("every and buffer_size must be >= 1")
-        if self.gamma < 0:
-            raise ValueError(f"gamma must be >= 0, got {self.gamma}")
 
 
 @dataclass
@@ -77,17 +49,17 @@ class TrainerConfig:
 
     combiner: CombinerConfig = field(default_factory=CombinerConfig)  # meltr, single, sum, fixed, linear
     primary: str | None = None  # primary (target) loss name; None = model.target_loss
-    epochs: int = 1  # training epochs
-    max_steps: int | None = None  # stop after this many optimiser steps (overrides epochs when reached)
+    epochs: int = 3  # training epochs (ignored when max_steps is set)
+    max_steps: int | None = None  # optimiser steps to train; set, it wins over epochs
     grad_accum: int = 1  # micro-batches per optimiser step
     amp: Literal["off", "bf16", "fp16"] = "off"  # autocast on CUDA (ignored on CPU)
     optim: OptimConfig = field(default_factory=OptimConfig)  # backbone optimiser
     meta: MetaConfig = field(default_factory=MetaConfig)  # meta step
-    log_every: int = 10  # steps between train records (losses, combined loss, task weights)
-    eval_every: int | None = None  # steps between evaluations; None = once per epoch
+    log_every: int = 10  # steps between train records and progress log lines
+    eval_every: int | None = None  # steps between evaluations; None = once per epoch (and always at the end)
     best_metric: str | None = None  # metric that selects best.pt
     best_mode: Literal["max", "min"] = "max"  # whether larger or smaller is better
-    checkpoint_every: int | None = None  # steps between last.pt saves (always at epoch end)
+    checkpoint_every: int | None = None  # steps between last.pt saves (always at epoch end and at the end)
     seed: int = 0  # seed of the meta-batch draws (identical on all ranks)
     tensorboard: bool = True  # write TensorBoard scalars beside metrics.jsonl
 
@@ -98,32 +70,59 @@ class TrainerConfig:
             raise ValueError("max_steps must be >= 1 or null")
 
 
-class CombinerTrainingError(RuntimeError):
-    """The combiner cannot train the backbone (e.g. its output ignores the losses)."""
+def _announce_epoch(loader: Iterable, epoch: int) -> None:
+    """``set_epoch`` on the loader's sampler and dataset (per-epoch shuffles and augmentation)."""
+    for obj in (getattr(loader, "sampler", None), getattr(loader, "dataset", None)):
+        if hasattr(obj, "set_epoch"):
+            obj.set_epoch(epoch)  # type: ignore[union-attr]
 
 
-def _to_device(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, Tensor):
-        return obj.to(device, non_blocking=True)
-    if isinstance(obj, Mapping):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_device(v, device) for v in obj)
-    return obj
+def _shard_loader(loader: Iterable, seed: int) -> Iterable:
+    """A plain map-style ``DataLoader`` rebuilt with an :class:`EpochSampler` over this rank's shard.
+
+    A loader whose sampler already shards (``DistributedSampler``, an ``EpochSampler`` with
+    ``world_size > 1``), a custom batch sampler or an iterable dataset is returned unchanged, with a
+    warning when it cannot be told apart from an unsharded one.
+    """
+    from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+
+    if not isinstance(loader, DataLoader):
+        log.warning("train_loader is not a DataLoader: make sure each of the %d ranks gets its own shard", D.world_size())
+        return loader
+    sampler = loader.sampler
+    if isinstance(sampler, DistributedSampler) or (isinstance(sampler, EpochSampler) and sampler.world_size > 1):
+        return loader
+    if loader.batch_size is None or not isinstance(sampler, (RandomSampler, SequentialSampler, EpochSampler)):
+        raise ValueError(
+            f"under torchrun ({D.world_size()} ranks) every rank would read the whole dataset: give train_loader "
+            f"sampler=meltr.EpochSampler(len(dataset), rank=..., world_size=...) or a DistributedSampler"
+        )
+    shuffle = not isinstance(sampler, SequentialSampler) and getattr(sampler, "shuffle", True)
+    sharded = EpochSampler(len(loader.dataset), shuffle=shuffle, seed=getattr(sampler, "seed", seed),  # type: ignore[arg-type]
+                           rank=D.rank(), world_size=D.world_size())
+    log.info("sharding train_loader across %d ranks (EpochSampler, shuffle=%s, %d batches per rank per epoch)",
+             D.world_size(), shuffle, -(-len(sharded) // loader.batch_size) if not loader.drop_last else len(sharded) // loader.batch_size)
+    return DataLoader(
+        loader.dataset, batch_size=loader.batch_size, sampler=sharded, num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, drop_last=loader.drop_last, timeout=loader.timeout,
+        worker_init_fn=loader.worker_init_fn, generator=loader.generator or torch.Generator(),
+        persistent_workers=loader.persistent_workers if loader.num_workers > 0 else False,
+    )
 
 
 class Trainer:
     """Bi-level fine-tuning of a :class:`meltr.interface.MultiLossModel`.
 
     Args:
-        model: Any ``nn.Module`` with ``loss_names``, ``target_loss`` and ``forward(batch) -> dict``.
+        model: Any ``nn.Module`` with ``loss_names``, ``target_loss`` and ``forward(batch)`` returning
+            the named losses (or a dict with a ``losses`` entry beside other outputs).
         cfg: Trainer configuration.
         train_loader: Iterable of batches (a DataLoader; use :class:`meltr.sampler.EpochSampler` and a
-            ``generator`` for exact mid-epoch resume).
+            ``generator`` for exact mid-epoch resume). Under ``torchrun`` a plain DataLoader is sharded.
         meta_loader: Held-out batches for the primary side of the meta step (``meta.source="loader"``).
         eval_fn: ``eval_fn(model) -> {metric: value}``, called on every rank; rank 0's values are used.
         run_dir: Where ``metrics.jsonl``, TensorBoard events and checkpoints go (None: nothing written).
-        device: Defaults to CUDA when available.
+        device: Defaults to CUDA when available (this rank's GPU under ``torchrun``).
         run_config: The resolved run configuration (plain dict) stored in checkpoints.
     """
 
@@ -142,49 +141,47 @@ class Trainer:
         cfg.validate()
         cfg.meta.validate()
         self.cfg = cfg
-        self.device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not logging.getLogger().handlers and not logging.getLogger("meltr").handlers:
+            setup_logging()  # nobody configured logging: show the progress lines (rank 0, stderr)
+        D.init_from_env()  # under torchrun: join the process group before anything asks for the rank
+        if device is None:
+            device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
         self.model = model.to(self.device)
-        self.loss_names: tuple[str, ...] = tuple(model.loss_names)  # type: ignore[arg-type]
-        self.primary = cfg.primary or model.target_loss  # type: ignore[assignment]
-        if self.primary not in self.loss_names:
-            raise ValueError(f"primary loss {self.primary!r} is not one of {type(model).__name__}.loss_names {self.loss_names}")
-        self.primary_index = self.loss_names.index(self.primary)
-        self.combiner = build_combiner(cfg.combiner, self.loss_names, self.primary).to(self.device)
-        self.net = D.wrap_ddp(self.model, self.device)
-        self.comm = D.DistComm()
         self.rank = D.rank()
-        self.train_loader, self.meta_loader, self.eval_fn = train_loader, meta_loader, eval_fn
-        if cfg.meta.source == "loader" and meta_loader is None and self.combiner.learnable:
-            raise ValueError("meta.source='loader' needs a meta_loader")
-        self.named_params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        self.meta_params = [p for p in self.combiner.parameters() if p.requires_grad]
-
+        self.train_loader = _shard_loader(train_loader, cfg.seed) if D.is_distributed() else train_loader
+        self.eval_fn = eval_fn
         self.steps_per_epoch = self._steps_per_epoch()
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp] if self.device.type == "cuda" else None
+        self.meta = MetaLearner.for_model(model, cfg.combiner, cfg.meta, primary=cfg.primary, seed=cfg.seed, total_steps=self.total_steps,
+                                          meta_loader=meta_loader, amp_dtype=self.amp_dtype, device=self.device)
+        self.loss_names, self.primary = self.meta.loss_names, self.meta.primary
+        self.primary_index = self.meta.primary_index
+        self.net = D.wrap_ddp(self.model, self.device)
+        self.named_params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.named_params, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.total_steps)
-        self.hypergrad = build_hypergrad(cfg.meta.hypergrad)
-        if self.combiner.learnable:
-            self.meta_optimizer = build_optimizer(self.combiner.named_parameters(), cfg.meta.optim)
-            self.meta_scheduler = build_scheduler(self.meta_optimizer, cfg.meta.optim, max(1, self.total_steps // cfg.meta.every))
-        self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp] if self.device.type == "cuda" else None
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
 
-        self.meta_gen = torch.Generator().manual_seed(cfg.seed)
-        self.buffer: list[Any] = []
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
-        self.meta_pos = 0  # batches consumed from meta_loader
         self.best: dict[str, Any] = {"metric": cfg.best_metric, "value": None, "step": None}
         self.last_metrics: dict[str, float] = {}
+        self._evaluated_at: int | None = None  # step of the last evaluation
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.run_config = dict(run_config) if run_config is not None else {"trainer": to_dict(cfg)}
         self.logger = RunLogger(self.run_dir, rank=self.rank, tensorboard=cfg.tensorboard, progress_total=self.total_steps)
-        self._meta_iter: Iterator | None = None
         self._t0 = time.perf_counter()
+        self._fit_start: tuple[float, int] | None = None  # (time, step) when fit() began, for the ETA
         self._warned_generator = False
         self.epoch_stats: list[dict[str, Any]] = []  # per-epoch time and peak memory of this process's fit()
+
+    @property
+    def combiner(self) -> nn.Module:
+        """The combiner being learned (owned by :attr:`meta`)."""
+        return self.meta.combiner
 
     # ------------------------------------------------------------------ helpers
 
@@ -205,27 +202,6 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast("cuda", dtype=self.amp_dtype)
 
-    def _losses(self, out: Any) -> Tensor:
-        check_losses(self.model, out, self.loss_names)
-        return stack_losses(out, self.loss_names)
-
-    def _functional_losses(self, batch: Any) -> Callable[[Any], Tensor]:
-        """``params -> [T]`` local losses of ``batch`` at the given backbone parameter values."""
-        names = [n for n, _ in self.named_params]
-        batch = _to_device(batch, self.device)
-
-        def losses(params: Any) -> Tensor:
-            with self._autocast():
-                out = functional_call(self.model, dict(zip(names, params)), (batch,))
-            return self._losses(out)
-
-        return losses
-
-    def _combine_frozen(self, losses: Tensor) -> Tensor:
-        """The combiner with its parameters detached (the backbone step does not train the combiner)."""
-        frozen = {n: p.detach() for n, p in self.combiner.named_parameters()}
-        return functional_call(self.combiner, frozen, (losses,))
-
     def _lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
@@ -234,26 +210,21 @@ class Trainer:
     def train_step(self, micro_batches: list[Any]) -> dict[str, Any]:
         """One optimiser step over ``micro_batches`` (gradient accumulation), then the meta step."""
         self.net.train()
-        self.combiner.train()
+        self.meta.combiner.train()
         n = len(micro_batches)
         loss_sum = torch.zeros(len(self.loss_names), device=self.device)
         combined_sum = torch.zeros((), device=self.device)
         for i, raw in enumerate(micro_batches):
-            batch = _to_device(raw, self.device)
+            batch = to_device(raw, self.device)
             sync = contextlib.nullcontext() if i == n - 1 or self.net is self.model else self.net.no_sync()  # type: ignore[operator]
             with sync:
                 with self._autocast():
                     out = self.net(batch)
-                losses = self.comm.globalise(self._losses(out))
-                combined = self._combine_frozen(losses)
-                if not combined.requires_grad:
-                    raise CombinerTrainingError(
-                        f"{type(self.combiner).__name__} output does not depend on the losses, so it cannot train "
-                        f"the backbone (a TE-only MELTR is such a case: paper Appendix D, 'cannot be trained')"
-                    )
+                combined = self.meta.combine(out, self.model)
                 scaled = combined / n
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-            loss_sum += losses.detach()
+            assert self.meta.last_losses is not None
+            loss_sum += self.meta.last_losses
             combined_sum += combined.detach()
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
@@ -267,11 +238,7 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-        meta: dict[str, float] = {}
-        if self.combiner.learnable and self.step % self.cfg.meta.every == 0:
-            meta = self.meta_step(micro_batches[-1])
-        for raw in micro_batches:
-            self._push(raw)
+        meta = self.meta.maybe_step(self.model, *micro_batches, lr=self._lr())
         record = {"losses": loss_sum / n, "combined": combined_sum / n}
         if self.step % self.cfg.log_every == 0:
             self._log_train(record["losses"], float(record["combined"]))
@@ -280,90 +247,10 @@ class Trainer:
         self.step += 1
         return {**record, **meta}
 
-    # ------------------------------------------------------------------ meta step
-
-    def _push(self, raw: Any) -> None:
-        self.buffer.append(raw)
-        if len(self.buffer) <= self.cfg.meta.buffer_size:
-            return
-        if self.cfg.meta.buffer_evict == "fifo":
-            self.buffer.pop(0)
-        else:
-            # VIOLET / All-in-one: evict one of the first N entries with weights 1..N (older entries are
-            # the least likely to go; the newest entry is never evicted at that moment).
-            k = self.cfg.meta.buffer_size
-            weights = torch.arange(1, k + 1, dtype=torch.float)
-            self.buffer.pop(int(torch.multinomial(weights, 1, generator=self.meta_gen)))
-
-    def _draw(self, current: Any) -> Any:
-        if not self.buffer:
-            return current
-        return self.buffer[int(torch.randint(len(self.buffer), (1,), generator=self.meta_gen))]
-
-    def _next_meta_batch(self) -> Any:
-        assert self.meta_loader is not None
-        if self._meta_iter is None:
-            self._meta_iter = iter(self.meta_loader)
-            for _ in range(self.meta_pos % max(1, self._len_or(self.meta_loader))):
-                next(self._meta_iter)
-        try:
-            batch = next(self._meta_iter)
-        except StopIteration:
-            self._meta_iter = iter(self.meta_loader)
-            batch = next(self._meta_iter)
-        self.meta_pos += 1
-        return batch
-
-    @staticmethod
-    def _len_or(loader: Iterable) -> int:
-        try:
-            return len(loader)  # type: ignore[arg-type]
-        except TypeError:
-            return 1 << 62
-
-    def _regulariser(self, losses: Tensor) -> Tensor:
-        losses = self.comm.globalise(losses)
-        combined = self.combiner(losses) if self.cfg.meta.reg_direct else self._combine_frozen(losses)
-        diff = losses.sum() - combined
-        return self.cfg.meta.gamma * (diff.abs() if self.cfg.meta.reg == "abs" else diff.square())
-
-    def meta_step(self, current: Any) -> dict[str, float]:
-        """Updates the combiner with one hypergradient step; returns scalars to log."""
-        mcfg = self.cfg.meta
-        b_v = self._next_meta_batch() if mcfg.source == "loader" else self._draw(current)
-        b_t = b_v if (mcfg.share_batch and mcfg.source == "buffer") else self._draw(current)
-        params = [p for _, p in self.named_params]
-        pi = self.primary_index
-        lv = self._functional_losses(b_v)
-        lt = lv if b_t is b_v else self._functional_losses(b_t)
-        if mcfg.gamma == 0:
-            primary: Callable = lambda ps: lv(ps)[pi]
-        elif lt is lv:
-            primary = lambda ps: (lambda l: l[pi] + self._regulariser(l))(lv(ps))
-        else:
-            primary = SumObjective(lambda ps: lv(ps)[pi], lambda ps: self._regulariser(lt(ps)))
-
-        def make_aux(losses_fn: Callable) -> CombinedObjective:
-            return CombinedObjective(losses_fn, self.combiner, lambda: make_aux(self._functional_losses(self._draw(current))), self.comm)
-
-        if isinstance(self.hypergrad, ITD) and self.cfg.meta.hypergrad.inner_lr is None:
-            self.hypergrad.inner_lr = self._lr()
-        grads = self.hypergrad(primary, make_aux(lt), params, self.meta_params, comm=self.comm)
-        self.meta_optimizer.zero_grad(set_to_none=True)
-        for p, g in zip(self.meta_params, grads):
-            p.grad = g.to(p.dtype)
-        norm = torch.sqrt(sum((g.float() ** 2).sum() for g in grads))
-        if mcfg.optim.clip_grad_norm:
-            nn.utils.clip_grad_norm_(self.meta_params, mcfg.optim.clip_grad_norm)
-        self.meta_optimizer.step()
-        self.meta_scheduler.step()
-        self.meta_optimizer.zero_grad(set_to_none=True)
-        return {"hypergrad_norm": float(norm), "meta_lr": float(self.meta_optimizer.param_groups[0]["lr"])}
-
     # ------------------------------------------------------------------ logging / eval
 
     def _log_train(self, losses: Tensor, combined: float) -> None:
-        weights = self.combiner.task_weights(losses)
+        weights = self.meta.task_weights(losses)
         vals, ws = losses.tolist(), weights.tolist()
         self.logger.log(
             {
@@ -378,9 +265,25 @@ class Trainer:
             }
         )
         self.logger.progress(0, loss=combined, **{self.primary: vals[self.primary_index]})
+        if self.rank == 0:
+            log.info("step %d/%d (epoch %d) | loss %.4g | %s | weights %s | lr %.3g | %s", self.step + 1, self.total_steps,
+                     self.epoch + 1, combined, " ".join(f"{k} {v:.4g}" for k, v in zip(self.loss_names, vals)),
+                     " ".join(f"{k} {w:.3g}" for k, w in zip(self.loss_names, ws)), self._lr(), self._eta())
+
+    def _eta(self) -> str:
+        if self._fit_start is None:
+            return "ETA ?"
+        started, first = self._fit_start
+        done = self.step + 1 - first
+        if done <= 0:
+            return "ETA ?"
+        per_step = (time.perf_counter() - started) / done
+        left = per_step * max(0, self.total_steps - self.step - 1)
+        return f"{1 / per_step:.2f} it/s, ETA {datetime.timedelta(seconds=round(left))}" if per_step > 0 else "ETA ?"
 
     def evaluate(self) -> dict[str, float]:
         """Runs ``eval_fn`` (every rank), logs rank 0's metrics and keeps ``best.pt`` up to date."""
+        self._evaluated_at = self.step
         if self.eval_fn is None:
             return {}
         self.model.eval()
@@ -390,6 +293,8 @@ class Trainer:
         metrics = D.broadcast_object(metrics)  # type: ignore[assignment]
         self.last_metrics = {k: float(v) for k, v in metrics.items()}
         self.logger.log({"kind": "eval", "step": self.step, "epoch": self.epoch, "metrics": self.last_metrics})
+        if self.rank == 0:
+            log.info("eval at step %d: %s", self.step, " ".join(f"{k} {v:.4g}" for k, v in self.last_metrics.items()))
         name = self.cfg.best_metric
         if name is not None:
             if name not in self.last_metrics:
@@ -400,19 +305,15 @@ class Trainer:
             if better:
                 self.best = {"metric": name, "value": value, "step": self.step}
                 if self.run_dir is not None:
-                    self.save(self.run_dir / "best.pt")
+                    self.save_weights(self.run_dir / "best.pt")
         return self.last_metrics
 
     # ------------------------------------------------------------------ loop
 
     def _epoch_batches(self) -> Iterator[Any]:
         loader = self.train_loader
+        _announce_epoch(loader, self.epoch)
         sampler = getattr(loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(self.epoch)  # type: ignore[union-attr]
-        dataset = getattr(loader, "dataset", None)
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(self.epoch)  # type: ignore[union-attr]  # per-epoch augmentation (e.g. MLM masks)
         gen = getattr(loader, "generator", None)
         if isinstance(gen, torch.Generator):
             # The iterator draws its base seed from this generator; seeding it per epoch keeps the
@@ -459,14 +360,22 @@ class Trainer:
         }
 
     def fit(self) -> dict[str, Any]:
-        """Trains to ``epochs`` / ``max_steps`` (continuing from a resumed state); returns a summary.
+        """Trains to ``max_steps`` (when set) or ``epochs`` (continuing from a resumed state); returns
+        a summary.
 
-        The summary (also logged as the last ``summary`` record of ``metrics.jsonl``) holds the step,
-        epoch, last and best metrics, the ``epoch`` records of this call (time, peak memory), the mean
-        time of the complete epochs and the peak memory over them.
+        Whatever ends the run (the last epoch, ``max_steps`` mid-epoch, an exhausted loader), it ends
+        with an evaluation (unless one just ran at this step) and ``last.pt``. The summary (also logged
+        as the last ``summary`` record of ``metrics.jsonl`` and as a log line) holds the step, epoch,
+        last and best metrics, the ``epoch`` records of this call (time, peak memory), the mean time of
+        the complete epochs and the peak memory over them.
         """
         accum = self.cfg.grad_accum
-        while self.epoch < self.cfg.epochs and self.step < self.total_steps:
+        self._fit_start = (time.perf_counter(), self.step)
+        if self.rank == 0:
+            log.info("training %s for %d steps (%d per epoch) from step %d: combiner %s, primary loss %r, %d rank(s), %s",
+                     type(self.model).__name__, self.total_steps, self.steps_per_epoch, self.step, self.meta.combiner_cfg.name,
+                     self.primary, D.world_size(), self.device)
+        while self.step < self.total_steps and (self.cfg.max_steps is not None or self.epoch < self.cfg.epochs):
             started, first_batch = time.perf_counter(), self.batch_in_epoch
             reset_peak_memory(self.device)
             micro: list[Any] = []
@@ -487,44 +396,73 @@ class Trainer:
             self._log_epoch(started, first_batch)
             if self.step >= self.total_steps and self.batch_in_epoch < accum * self.steps_per_epoch:
                 break  # stopped by max_steps mid-epoch: keep the position for a later resume
+            if self.batch_in_epoch == first_batch:
+                log.warning("train_loader yielded no batch in epoch %d: stopping at step %d", self.epoch, self.step)
+                break
             self.epoch += 1
             self.batch_in_epoch = 0
             if not self.cfg.eval_every:
                 self.evaluate()
             if self.run_dir is not None:
                 self.save(self.run_dir / "last.pt")
+        self._finish()
         summary = self._summary()
         self.logger.log({"kind": "summary", **summary})
         self.logger.close()
+        if self.rank == 0:
+            where = f"; checkpoints in {self.run_dir}" if self.run_dir is not None else ""
+            best = f"; best {self.best['metric']} {self.best['value']:.4g} at step {self.best['step']}" if self.best["value"] is not None else ""
+            log.info("done at step %d (epoch %d): %s%s%s", self.step, self.epoch,
+                     " ".join(f"{k} {v:.4g}" for k, v in self.last_metrics.items()) or "no evaluation", best, where)
         return summary
+
+    def _finish(self) -> None:
+        """The final evaluation and ``last.pt``, unless the end of the last epoch already wrote them."""
+        if self._evaluated_at != self.step:
+            self.evaluate()
+        last = self.run_dir / "last.pt" if self.run_dir is not None else None
+        if last is not None and self._saved_at != self.step:
+            self.save(last)
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _rank_state(self) -> dict[str, Any]:
-        return {"rng": rng_state(), "meta_rng": self.meta_gen.get_state(), "buffer": self.buffer}
+    _saved_at: int | None = None  # step of the last save of last.pt
 
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: weights, optimisers, schedules, counters, RNG, buffer."""
-        state: dict[str, Any] = {
+    def _rank_state(self) -> dict[str, Any]:
+        """What differs between ranks: the global RNG, the meta-batch RNG and the meta buffer."""
+        meta = self.meta.state_dict()
+        return {"rng": rng_state(), "meta": {"generator": meta["generator"], "buffer": meta["buffer"]}}
+
+    def weights_dict(self) -> dict[str, Any]:
+        """What evaluation needs (``best.pt``): model and combiner weights, config, metrics."""
+        return {
             "format_version": FORMAT_VERSION,
+            "kind": "weights",
             "config": self.run_config,
             "model": self.model.state_dict(),
-            "combiner": self.combiner.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "combiner": self.meta.combiner.state_dict(),
+            "loss_names": list(self.loss_names),
             "step": self.step,
             "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "meta_pos": self.meta_pos,
             "best": self.best,
             "metrics": self.last_metrics,
-            "loss_names": list(self.loss_names),
-            "world_size": self.comm.world_size,
-            **self._rank_state(),
         }
-        if self.combiner.learnable:
-            state["meta_optimizer"] = self.meta_optimizer.state_dict()
-            state["meta_scheduler"] = self.meta_scheduler.state_dict()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly (``last.pt``): weights, both optimisers and schedules,
+        counters, RNG states, the meta-learner's buffer."""
+        meta = self.meta.state_dict()
+        state: dict[str, Any] = {
+            **self.weights_dict(),
+            "kind": "training",
+            "combiner": meta.pop("combiner"),
+            "meta": meta,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "batch_in_epoch": self.batch_in_epoch,
+            "world_size": D.world_size(),
+            "rng": rng_state(),
+        }
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         return state
@@ -536,35 +474,48 @@ class Trainer:
             save_checkpoint(self.state_dict(), path)
         else:
             save_checkpoint({"format_version": FORMAT_VERSION, **self._rank_state()}, Path(f"{path}.rank{self.rank}"))
+        if self.run_dir is not None and path == self.run_dir / "last.pt":
+            self._saved_at = self.step
+        D.barrier()
+
+    def save_weights(self, path: str | Path) -> None:
+        """Writes :meth:`weights_dict` atomically on rank 0 (``best.pt``: no optimiser state, no buffer)."""
+        if self.rank == 0:
+            save_checkpoint(self.weights_dict(), Path(path))
         D.barrier()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restores a state written by :meth:`state_dict` (same model, combiner and world size)."""
+        if "meta" not in state or "optimizer" not in state:
+            raise CheckpointError("this checkpoint holds weights only (a best.pt): resume from last.pt, which holds the training state")
         if list(state["loss_names"]) != list(self.loss_names):
             raise ValueError(f"checkpoint losses {state['loss_names']} differ from the model's {list(self.loss_names)}")
-        if state["world_size"] != self.comm.world_size:
-            raise ValueError(f"checkpoint was written with {state['world_size']} ranks, this run has {self.comm.world_size}")
+        if state["world_size"] != D.world_size():
+            raise ValueError(f"checkpoint was written with {state['world_size']} ranks, this run has {D.world_size()}")
         self.model.load_state_dict(state["model"])
-        self.combiner.load_state_dict(state["combiner"])
+        self.meta.load_state_dict({**state["meta"], "combiner": state["combiner"], "loss_names": state["loss_names"]})
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        if self.combiner.learnable:
-            self.meta_optimizer.load_state_dict(state["meta_optimizer"])
-            self.meta_scheduler.load_state_dict(state["meta_scheduler"])
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
-        self.batch_in_epoch, self.meta_pos = int(state["batch_in_epoch"]), int(state["meta_pos"])
+        self.batch_in_epoch = int(state["batch_in_epoch"])
         self.best, self.last_metrics = dict(state["best"]), dict(state["metrics"])
-        self.buffer = list(state["buffer"])
-        self.meta_gen.set_state(state["meta_rng"])
-        self._meta_iter = None
         set_rng_state(state["rng"])
 
     def resume(self, path: str | Path) -> None:
         """Loads ``path`` (and this rank's ``path.rank<r>`` file) to continue training exactly."""
         state = dict(load_checkpoint(path, map_location=self.device))
         if self.rank > 0:
-            state.update(load_checkpoint(f"{path}.rank{self.rank}", map_location=self.device))
+            local = load_checkpoint(f"{path}.rank{self.rank}", map_location=self.device)
+            state["rng"] = local["rng"]
+            state["meta"] = {**state.get("meta", {}), **local["meta"]}
         self.load_state_dict(state)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch)
+
+    def export(self, path: str | Path) -> Path:
+        """Writes the model's weights alone to a ``safetensors`` file, loadable into the bare model with
+        ``model.load_state_dict(safetensors.torch.load_file(path))`` (see :func:`meltr.checkpoint.export_safetensors`)."""
+        from meltr.checkpoint import export_safetensors
+
+        return export_safetensors(self.weights_dict(), path)

@@ -127,7 +127,7 @@ def test_resume_is_bit_identical(tmp_path) -> None:
         assert torch.equal(a, b)
     for a, b in zip(full.combiner.state_dict().values(), second.combiner.state_dict().values()):
         assert torch.equal(a, b)
-    for ga, gb in zip(full.meta_optimizer.state_dict()["state"].values(), second.meta_optimizer.state_dict()["state"].values()):
+    for ga, gb in zip(full.meta.optimizer.state_dict()["state"].values(), second.meta.optimizer.state_dict()["state"].values()):
         assert all(torch.equal(ga[k], gb[k]) for k in ga)
 
 
@@ -136,8 +136,9 @@ def test_checkpoint_holds_plain_config_and_loads_with_weights_only(tmp_path) -> 
     trainer.fit()
     state = load_checkpoint(tmp_path / "last.pt")
     assert state["config"]["trainer"]["combiner"]["name"] == "meltr"
-    assert state["step"] == 2 and len(state["buffer"]) == 2
-    assert {"model", "combiner", "optimizer", "scheduler", "meta_optimizer", "meta_scheduler", "rng", "meta_rng"} <= set(state)
+    assert state["step"] == 2 and len(state["meta"]["buffer"]) == 2
+    assert {"model", "combiner", "optimizer", "scheduler", "meta", "rng"} <= set(state)
+    assert {"optimizer", "scheduler", "generator", "buffer", "steps"} <= set(state["meta"])
 
 
 def test_eval_hook_keeps_the_best_checkpoint(tmp_path) -> None:

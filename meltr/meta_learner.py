@@ -1,0 +1,507 @@
+"""The learned loss and its bi-level meta step, for any training loop.
+
+:class:`MetaLearner` owns everything MELTR adds to fine-tuning: the combiner (the loss transformer or a
+baseline), its optimiser and schedule, the meta batches (the official buffer of recent training batches
+or a held-out loader), the regulariser, the hypergradient scheme and the data-parallel reductions. A
+training loop calls two things::
+
+    meta = MetaLearner.for_model(model)                  # defaults: MELTR, AID-FP-Lite, K=3, gamma=0.1
+    for batch in loader:
+        loss = meta.combine(model(batch))                # combined loss; the combiner is frozen here
+        loss.backward(); optimizer.step(); optimizer.zero_grad()
+        meta.maybe_step(model, batch)                    # every K calls: one meta step; buffers the batch
+
+``meltr.Trainer`` and the Hugging Face / Lightning integrations are built on it, so there is one
+implementation of the meta step (Algorithm 1 as the official code runs it)::
+
+    after the backbone update of step s, if s % K == 0 and the combiner is learnable:
+        b_v, b_t = meta batches                          # official: two draws from the last 10 batches
+        L_P = l_primary(w; b_v) + gamma * |sum_t l_t(w; b_t) - combiner(l(w; b_t))|
+        phi.grad = hypergradient(L_P, combiner(l(w; b_t)))     # AID-FP-Lite by default
+        clip; meta_optimizer.step()
+    then the step's batches join the buffer
+
+Under data parallelism (``torch.distributed`` initialised) the loss vector is averaged over ranks before
+the combiner (value of the global mean, gradient of the local losses), and the meta step averages its
+primary gradient and directional derivatives explicitly (:mod:`meltr.distributed`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from meltr.baselines import CombinerConfig, build_combiner
+from meltr.hypergrad import ITD, CombinedObjective, Comm, HypergradConfig, SumObjective, build_hypergrad
+from meltr.interface import Combiner, LossContractError, check_losses, losses_of, stack_losses
+from meltr.optim import OptimConfig, build_optimizer, build_scheduler
+
+__all__ = ["MetaConfig", "MetaLearner", "CombinerTrainingError", "ModelCall", "unwrap_model", "to_device"]
+
+log = logging.getLogger(__name__)
+
+ModelCall = Callable[[nn.Module, Any], Any]
+"""How a loop calls its model on a batch: ``call(model, batch) -> output`` (default ``model(batch)``;
+Hugging Face models take ``model(**batch)``). The output holds the named losses (see
+:func:`meltr.interface.losses_of`)."""
+
+
+@dataclass
+class MetaConfig:
+    """The bi-level meta step that trains a learnable combiner."""
+
+    every: int = 3  # K: update the combiner every K backbone steps (official: 3 UniVL/VIOLET, 5 All-in-one)
+    gamma: float = 0.1  # regulariser strength (paper eq. 6; official 0.1, UniVL off unless --reg 1)
+    reg: Literal["abs", "squared"] = "abs"  # official |sum l - MELTR(l)|, or its square
+    reg_direct: bool = False  # also differentiate the regulariser w.r.t. phi directly (official: no)
+    source: Literal["buffer", "loader"] = "buffer"  # primary batch: last-N training batches, or meta_loader
+    buffer_size: int = 10  # how many recent training batches the buffer keeps (official: 10)
+    buffer_evict: Literal["fifo", "weighted"] = "fifo"  # UniVL drops the oldest; VIOLET/All-in-one weighted
+    share_batch: bool = False  # one draw for both meta batches (the official draws twice, independently)
+    hypergrad: HypergradConfig = field(default_factory=HypergradConfig)  # scheme and its options
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(name="adam", lr=1e-4, weight_decay=3e-5, schedule="constant", clip_grad_norm=10.0)
+    )  # meta optimiser (official: Adam, lr 1e-4, L2 3e-5, clip 50/12/1 per backbone)
+
+    def validate(self) -> None:
+        if self.every < 1 or self.buffer_size < 1:
+            raise ValueError("every and buffer_size must be >= 1")
+        if self.gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {self.gamma}")
+
+
+class CombinerTrainingError(RuntimeError):
+    """The combiner cannot train the backbone (e.g. its output ignores the losses)."""
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module under data-parallel wrappers (``DistributedDataParallel``, ``DataParallel``).
+
+    The meta step evaluates the model functionally; DDP's reducer must not see those passes.
+    """
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    return model
+
+
+def to_device(obj: Any, device: torch.device) -> Any:
+    """``obj`` with every tensor inside (dicts, lists, tuples, nested) moved to ``device``."""
+    if isinstance(obj, Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, Mapping):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
+
+
+def _call_batch(model: nn.Module, batch: Any) -> Any:
+    return model(batch)
+
+
+class _Bound(nn.Module):
+    """``call(model, batch)`` as a module, so ``functional_call`` can swap the model's parameters."""
+
+    def __init__(self, model: nn.Module, call: ModelCall) -> None:
+        super().__init__()
+        self.model = model
+        self.call = call
+
+    def forward(self, batch: Any) -> Any:
+        return self.call(self.model, batch)
+
+
+def _model_loss_names(model: nn.Module) -> tuple[tuple[str, ...], str]:
+    name = type(model).__name__
+    names = getattr(model, "loss_names", None)
+    target = getattr(model, "target_loss", None)
+    if not names or isinstance(names, str):
+        raise LossContractError(
+            f"{name} has no loss_names: declare `loss_names = ('task', 'aux', ...)` on the model (the order is the "
+            f"loss transformer's task index), or pass loss_names= to MetaLearner"
+        )
+    if target is None:
+        raise LossContractError(f"{name} has no target_loss: declare `target_loss = '<one of {tuple(names)}>'`, or pass primary=")
+    return tuple(names), str(target)
+
+
+class MetaLearner:
+    """A learned combination of named losses and the meta step that trains it.
+
+    Args:
+        loss_names: The losses the model returns; the order is the loss transformer's task index.
+        primary: The target (fine-tuning) loss, one of ``loss_names``: the meta step optimises it.
+        combiner: Which combiner (``meltr``, ``single``, ``sum``, ``fixed``, ``linear``) and its options.
+        meta: The meta step: K, gamma, meta batches, hypergradient scheme, meta optimiser.
+        seed: Seed of the meta-batch draws (identical on all ranks).
+        total_steps: Backbone steps planned; sizes a ``linear`` meta schedule (settable later through
+            :meth:`set_total_steps`, before the first meta step).
+        meta_loader: Held-out batches for the primary side of the meta step (``meta.source="loader"``).
+        call: How to call the model on a batch; default ``model(batch)``.
+        amp_dtype: Autocast dtype for the meta step's forwards (``torch.bfloat16`` / ``torch.float16``) on
+            CUDA, matching the loop's backbone step; None: full precision.
+        device: Where the combiner lives; default CPU (move it with :meth:`to`).
+    """
+
+    def __init__(
+        self,
+        loss_names: Sequence[str],
+        primary: str,
+        combiner: CombinerConfig | None = None,
+        meta: MetaConfig | None = None,
+        *,
+        seed: int = 0,
+        total_steps: int | None = None,
+        meta_loader: Iterable | None = None,
+        call: ModelCall | None = None,
+        amp_dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.combiner_cfg = combiner if combiner is not None else CombinerConfig()
+        self.cfg = meta if meta is not None else MetaConfig()
+        self.cfg.validate()
+        self.loss_names = tuple(loss_names)
+        if primary not in self.loss_names:
+            raise ValueError(f"primary loss {primary!r} is not one of the losses {self.loss_names}")
+        self.primary = primary
+        self.primary_index = self.loss_names.index(primary)
+        self.combiner: Combiner = build_combiner(self.combiner_cfg, self.loss_names, primary)
+        if device is not None:
+            self.combiner.to(device)
+        self.meta_params = [p for p in self.combiner.parameters() if p.requires_grad]
+        if self.cfg.source == "loader" and meta_loader is None and self.learnable:
+            raise ValueError("meta.source='loader' needs a meta_loader")
+        self.meta_loader = meta_loader
+        self.call = call or _call_batch
+        self.amp_dtype = amp_dtype
+        self.hypergrad = build_hypergrad(self.cfg.hypergrad)
+        self.total_steps = total_steps
+        if self.learnable:
+            self.optimizer = build_optimizer(self.combiner.named_parameters(), self.cfg.optim)
+            self.scheduler = build_scheduler(self.optimizer, self.cfg.optim, self._meta_steps_planned())
+        self.generator = torch.Generator().manual_seed(seed)
+        self.buffer: list[Any] = []
+        self.steps = 0  # backbone steps seen by maybe_step
+        self.meta_pos = 0  # batches consumed from meta_loader
+        self.last_losses: Tensor | None = None  # the loss vector of the last combine() (global mean under DDP)
+        self._comm: Comm | None = None
+        self._meta_iter: Iterator | None = None
+        self._running: list[Tensor] = []  # [losses..., combined] since the last pop_metrics()
+        self.model_name = "model"  # named in loss-contract errors
+
+    @classmethod
+    def for_model(cls, model: nn.Module, combiner: CombinerConfig | None = None, meta: MetaConfig | None = None, *,
+                  primary: str | None = None, **kwargs: Any) -> "MetaLearner":
+        """A meta-learner for a :class:`meltr.interface.MultiLossModel` (its ``loss_names`` and
+        ``target_loss``), on the device of the model's parameters.
+
+        Raises:
+            LossContractError: the model declares no ``loss_names`` or no ``target_loss`` (and ``primary``
+                is not given).
+        """
+        model = unwrap_model(model)
+        try:
+            names, target = _model_loss_names(model)
+        except LossContractError:
+            if primary is None or not getattr(model, "loss_names", None):
+                raise
+            names, target = tuple(model.loss_names), primary  # type: ignore[arg-type]
+        param = next(model.parameters(), None)
+        kwargs.setdefault("device", param.device if param is not None else None)
+        learner = cls(names, primary or target, combiner, meta, **kwargs)
+        learner.model_name = type(model).__name__
+        return learner
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def learnable(self) -> bool:
+        """Whether the combiner has meta parameters (MELTR, linear); fixed combiners never meta-step."""
+        return bool(self.combiner.learnable)
+
+    @property
+    def comm(self) -> Comm:
+        """Averaging over data-parallel ranks, resolved on first use (after the process group exists)."""
+        if self._comm is None:
+            from meltr.distributed import DistComm
+
+            self._comm = DistComm()
+        return self._comm
+
+    @property
+    def device(self) -> torch.device:
+        p = next(self.combiner.parameters(), None)
+        if p is None:
+            b = next(self.combiner.buffers(), None)
+            return b.device if b is not None else torch.device("cpu")
+        return p.device
+
+    def to(self, device: torch.device | str) -> "MetaLearner":
+        """Moves the combiner (in place, so its optimiser keeps its parameters) to ``device``."""
+        self.combiner.to(device)
+        if self.learnable:
+            for state in self.optimizer.state.values():
+                for k, v in state.items():
+                    if isinstance(v, Tensor) and v.dim() > 0:
+                        state[k] = v.to(device)
+        return self
+
+    def _meta_steps_planned(self) -> int:
+        return max(1, (self.total_steps or 1) // self.cfg.every)
+
+    def set_total_steps(self, total_steps: int) -> None:
+        """Sets the planned backbone steps (sizes a linear meta schedule); before the first meta step."""
+        self.total_steps = int(total_steps)
+        if self.learnable and self.scheduler.last_epoch == 0:
+            self.scheduler = build_scheduler(self.optimizer, self.cfg.optim, self._meta_steps_planned())
+
+    # ------------------------------------------------------------------ the backbone step
+
+    def losses(self, output: Any, model: object | None = None) -> Tensor:
+        """The loss vector ``[T]`` (``loss_names`` order, at least float32) of one model output, checked
+        against the contract; under DDP its value is the mean over ranks and its gradient the local one.
+
+        Args:
+            output: What the model returned: a dict of exactly the named losses, or a mapping/object
+                with a ``losses`` entry holding that dict beside other outputs (e.g. ``logits``).
+            model: Named in contract errors (default: this meta-learner).
+        """
+        who = model if model is not None else self.model_name
+        named = losses_of(output, who)
+        check_losses(who, named, self.loss_names)
+        return self.comm.globalise(stack_losses(named, self.loss_names))
+
+    def combine(self, output: Any, model: object | None = None) -> Tensor:
+        """The combined loss ``[]`` for the backbone step; the combiner's parameters are frozen (the
+        backbone step never trains the combiner, only the meta step does).
+
+        Also records the loss vector (:attr:`last_losses`, and running means for :meth:`pop_metrics`).
+
+        Raises:
+            LossContractError: the output breaks the loss contract (names every problem).
+            CombinerTrainingError: the combined loss does not depend on the losses.
+        """
+        losses = self.losses(output, model)
+        combined = self.combine_frozen(losses)
+        if not combined.requires_grad and losses.requires_grad:
+            raise CombinerTrainingError(
+                f"{type(self.combiner).__name__} output does not depend on the losses, so it cannot train "
+                f"the backbone (a TE-only MELTR is such a case: paper Appendix D, 'cannot be trained')"
+            )
+        if not losses.requires_grad:
+            return combined  # evaluation (no_grad): nothing to record
+        self.last_losses = losses.detach()
+        self._running.append(torch.cat([self.last_losses, combined.detach().reshape(1).to(self.last_losses.dtype)]))
+        return combined
+
+    def combine_frozen(self, losses: Tensor) -> Tensor:
+        """The combiner on a loss vector ``[..., T]`` with its parameters detached."""
+        frozen = {n: p.detach() for n, p in self.combiner.named_parameters()}
+        return functional_call(self.combiner, frozen, (losses,))
+
+    def task_weights(self, losses: Tensor | None = None) -> Tensor:
+        """Each task's weight ``a_t = d combiner / d l_t`` at ``losses`` ``[T]`` (default: the last
+        combined loss vector)."""
+        if losses is None:
+            if self.last_losses is None:
+                raise RuntimeError("task_weights() needs a loss vector: call combine() first or pass losses")
+            losses = self.last_losses
+        return self.combiner.task_weights(losses.to(self.device))
+
+    def pop_metrics(self) -> dict[str, float]:
+        """Means since the last call of every loss (``loss/<name>``) and of the combined loss
+        (``loss/combined``), and the task weights at the mean losses (``weight/<name>``); resets."""
+        if not self._running:
+            return {}
+        mean = torch.stack(self._running).mean(0)
+        self._running = []
+        losses = mean[:-1]
+        weights = self.task_weights(losses).tolist()
+        out = {f"loss/{n}": v for n, v in zip(self.loss_names, losses.tolist())}
+        out["loss/combined"] = float(mean[-1])
+        out.update({f"weight/{n}": w for n, w in zip(self.loss_names, weights)})
+        return out
+
+    # ------------------------------------------------------------------ the meta step
+
+    def maybe_step(self, model: nn.Module, *batches: Any, lr: float | None = None) -> dict[str, float]:
+        """Call once after every backbone optimiser step with that step's batch (or all its
+        micro-batches, under gradient accumulation).
+
+        Every K-th call (the 1st, K+1-th, ...) runs :meth:`step` first; then the batches join the buffer.
+
+        Args:
+            model: The model being fine-tuned (wrappers such as DDP are removed).
+            batches: The step's batch(es), as given to the model.
+            lr: The backbone's current learning rate (the ``itd`` scheme's inner step; others ignore it).
+
+        Returns:
+            ``{"hypergrad_norm", "meta_lr"}`` when a meta step ran, else ``{}``.
+        """
+        if not batches:
+            raise TypeError("maybe_step(model, batch, ...) needs the step's batch")
+        out: dict[str, float] = {}
+        if self.learnable and self.steps % self.cfg.every == 0:
+            out = self.step(model, batches[-1], lr=lr)
+        for b in batches:
+            self.observe(b)
+        self.steps += 1
+        return out
+
+    def observe(self, batch: Any) -> None:
+        """Adds a training batch to the meta buffer (evicting per ``meta.buffer_evict``). With
+        ``meta.source="loader"`` the buffer still serves the auxiliary side of the meta step."""
+        if not self.learnable:
+            return
+        self.buffer.append(batch)
+        if len(self.buffer) <= self.cfg.buffer_size:
+            return
+        if self.cfg.buffer_evict == "fifo":
+            self.buffer.pop(0)
+        else:
+            # VIOLET / All-in-one: evict one of the first N entries with weights 1..N (older entries are
+            # the least likely to go; the newest entry is never evicted at that moment).
+            k = self.cfg.buffer_size
+            weights = torch.arange(1, k + 1, dtype=torch.float)
+            self.buffer.pop(int(torch.multinomial(weights, 1, generator=self.generator)))
+
+    def _draw(self, current: Any) -> Any:
+        if not self.buffer:
+            return current
+        return self.buffer[int(torch.randint(len(self.buffer), (1,), generator=self.generator))]
+
+    def _next_meta_batch(self) -> Any:
+        assert self.meta_loader is not None
+        if self._meta_iter is None:
+            self._meta_iter = iter(self.meta_loader)
+            try:
+                n = len(self.meta_loader)  # type: ignore[arg-type]
+            except TypeError:
+                n = 1 << 62
+            for _ in range(self.meta_pos % max(1, n)):
+                next(self._meta_iter)
+        try:
+            batch = next(self._meta_iter)
+        except StopIteration:
+            self._meta_iter = iter(self.meta_loader)
+            batch = next(self._meta_iter)
+        self.meta_pos += 1
+        return batch
+
+    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None or device.type != "cuda":
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.amp_dtype)
+
+    def _functional_losses(self, model: nn.Module, names: list[str], batch: Any) -> Callable[[Any], Tensor]:
+        """``params -> [T]`` local losses of ``batch`` at the given backbone parameter values."""
+        device = next(model.parameters()).device
+        batch = to_device(batch, device)
+        if self.call is _call_batch:
+            module, prefix = model, ""
+        else:
+            module, prefix = _Bound(model, self.call), "model."
+        keys = [prefix + n for n in names]
+
+        def losses(params: Any) -> Tensor:
+            with self._autocast(device):
+                out = functional_call(module, dict(zip(keys, params)), (batch,))
+            named = losses_of(out, model)
+            check_losses(model, named, self.loss_names)
+            return stack_losses(named, self.loss_names)
+
+        return losses
+
+    def _regulariser(self, losses: Tensor) -> Tensor:
+        losses = self.comm.globalise(losses)
+        combined = self.combiner(losses) if self.cfg.reg_direct else self.combine_frozen(losses)
+        diff = losses.sum() - combined
+        return self.cfg.gamma * (diff.abs() if self.cfg.reg == "abs" else diff.square())
+
+    def step(self, model: nn.Module, current: Any, *, lr: float | None = None) -> dict[str, float]:
+        """One meta step now: the hypergradient of the primary loss w.r.t. the combiner, clipped, applied.
+
+        Args:
+            model: The model being fine-tuned (DDP wrappers are removed); its trainable parameters are
+                the backbone parameters ``w``.
+            current: The latest training batch (used while the buffer is still empty).
+            lr: The backbone's current learning rate (needed by the ``itd`` scheme only).
+
+        Returns:
+            ``{"hypergrad_norm": ..., "meta_lr": ...}``.
+        """
+        if not self.learnable:
+            return {}
+        model = unwrap_model(model)
+        mcfg = self.cfg
+        b_v = self._next_meta_batch() if mcfg.source == "loader" else self._draw(current)
+        b_t = b_v if (mcfg.share_batch and mcfg.source == "buffer") else self._draw(current)
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        names, params = [n for n, _ in named], [p for _, p in named]
+        pi = self.primary_index
+        lv = self._functional_losses(model, names, b_v)
+        lt = lv if b_t is b_v else self._functional_losses(model, names, b_t)
+        if mcfg.gamma == 0:
+            primary: Callable = lambda ps: lv(ps)[pi]
+        elif lt is lv:
+            primary = lambda ps: (lambda l: l[pi] + self._regulariser(l))(lv(ps))
+        else:
+            primary = SumObjective(lambda ps: lv(ps)[pi], lambda ps: self._regulariser(lt(ps)))
+
+        def make_aux(losses_fn: Callable) -> CombinedObjective:
+            return CombinedObjective(losses_fn, self.combiner, lambda: make_aux(self._functional_losses(model, names, self._draw(current))), self.comm)
+
+        if isinstance(self.hypergrad, ITD) and mcfg.hypergrad.inner_lr is None:
+            if lr is None:
+                raise ValueError("the itd scheme needs the backbone learning rate: pass lr= (or set meta.hypergrad.inner_lr)")
+            self.hypergrad.inner_lr = lr
+        grads = self.hypergrad(primary, make_aux(lt), params, self.meta_params, comm=self.comm)
+        self.optimizer.zero_grad(set_to_none=True)
+        for p, g in zip(self.meta_params, grads):
+            p.grad = g.to(p.dtype)
+        norm = torch.sqrt(sum((g.float() ** 2).sum() for g in grads))
+        if mcfg.optim.clip_grad_norm:
+            nn.utils.clip_grad_norm_(self.meta_params, mcfg.optim.clip_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"hypergrad_norm": float(norm), "meta_lr": float(self.optimizer.param_groups[0]["lr"])}
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: combiner, meta optimiser and schedule, meta RNG,
+        buffer, counters (tensors and plain containers only: loads with ``weights_only=True``)."""
+        state: dict[str, Any] = {
+            "loss_names": list(self.loss_names),
+            "combiner": self.combiner.state_dict(),
+            "generator": self.generator.get_state(),
+            "buffer": list(self.buffer),
+            "steps": self.steps,
+            "meta_pos": self.meta_pos,
+        }
+        if self.learnable:
+            state["optimizer"] = self.optimizer.state_dict()
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restores a :meth:`state_dict` of a meta-learner with the same losses and combiner."""
+        if list(state["loss_names"]) != list(self.loss_names):
+            raise ValueError(f"meta-learner state has losses {list(state['loss_names'])}, this one {list(self.loss_names)}")
+        self.combiner.load_state_dict(state["combiner"])
+        if self.learnable:
+            if "optimizer" not in state:
+                raise ValueError(f"meta-learner state has no meta optimiser, but the {self.combiner_cfg.name!r} combiner is learnable")
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        self.buffer = list(state["buffer"])
+        self.steps, self.meta_pos = int(state["steps"]), int(state["meta_pos"])
+        self._meta_iter = None
