@@ -131,6 +131,18 @@ def _model_loss_names(model: nn.Module) -> tuple[tuple[str, ...], str]:
     return tuple(names), str(target)
 
 
+def _reentrant_checkpointing(model: nn.Module, exc: RuntimeError) -> bool:
+    """Whether ``exc`` comes from reentrant activation checkpointing inside ``model``: its autograd
+    Function has no forward-mode rule (``setup_context``) and detaches its inputs (no double backward)."""
+    for module in model.modules():  # Hugging Face models keep a functools.partial of checkpoint here
+        fn = getattr(module, "_gradient_checkpointing_func", None)
+        if fn is not None and getattr(module, "gradient_checkpointing", False):
+            if getattr(fn, "keywords", {}).get("use_reentrant", True):
+                return True
+    text = str(exc)
+    return "setup_context" in text or "CheckpointFunction" in text
+
+
 class MetaLearner:
     """A learned combination of named losses and the meta step that trains it.
 
@@ -461,7 +473,17 @@ class MetaLearner:
             if lr is None:
                 raise ValueError("the itd scheme needs the backbone learning rate: pass lr= (or set meta.hypergrad.inner_lr)")
             self.hypergrad.inner_lr = lr
-        grads = self.hypergrad(primary, make_aux(lt), params, self.meta_params, comm=self.comm)
+        try:
+            grads = self.hypergrad(primary, make_aux(lt), params, self.meta_params, comm=self.comm)
+        except RuntimeError as exc:
+            if _reentrant_checkpointing(model, exc):
+                raise LossContractError(
+                    f"{type(model).__name__} uses reentrant gradient checkpointing, which supports neither the "
+                    f"forward-mode AD nor the double backward of the meta step: use non-reentrant checkpointing "
+                    f"(torch.utils.checkpoint.checkpoint(..., use_reentrant=False); Hugging Face: "
+                    f"model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={{'use_reentrant': False}}))"
+                ) from exc
+            raise
         self.optimizer.zero_grad(set_to_none=True)
         for p, g in zip(self.meta_params, grads):
             p.grad = g.to(p.dtype)
