@@ -35,6 +35,8 @@ def test_meltr_imports_only_torch_stdlib_and_itself() -> None:
                 allowed |= {"numpy"}  # optional RNG state, imported lazily
             if path.name == "log.py" and not top:
                 allowed |= {"tqdm"}  # optional progress bar
+            if path.name == "plot.py" and not top:
+                allowed |= {"matplotlib"}  # optional extra meltr[plot], imported when a figure is built
             assert mod in allowed, f"{path.name} imports {mod!r} ({'module level' if top else 'lazily'})"
 
 

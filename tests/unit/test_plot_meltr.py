@@ -1,4 +1,5 @@
-"""Tests for scripts/plot_meltr.py: the plotted data equals the logged data (Figures 3, 4, 5), files are PNGs, CLI errors."""
+"""Tests for meltr/plot.py (Figures 3, 4) and scripts/plot_meltr.py (Figure 5, its CLI): the plotted data equals the
+logged data, files are PNGs, errors name the file."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from statistics import fmean
 import numpy as np
 import pytest
 
-from scripts.plot_meltr import (FIG3, FIG4, FIG5, build_fig5, build_figures, fig5_panels, figure_data, input_type, main,
-                                plot_fig5, plot_run)
+from meltr.plot import FIG3, FIG4, build_figures, figure_data, plot_run
+from meltr.summary import RunDirError
+from scripts.plot_meltr import FIG5, build_fig5, fig5_panels, input_type, main, plot_fig5
 
 REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -123,14 +125,14 @@ def test_epoch_missing_task_is_nan():
 
 
 def test_missing_metrics_file_names_it(tmp_path):
-    with pytest.raises(SystemExit, match="metrics file not found") as info:
+    with pytest.raises(RunDirError, match="metrics file not found") as info:
         plot_run(tmp_path / "nope")
     assert str(tmp_path / "nope" / "metrics.jsonl") in str(info.value)
 
 
 def test_no_weighted_train_records_names_file(tmp_path):
     run_dir = _write_run(tmp_path / "run", [r for r in _records() if r["kind"] != "train"])
-    with pytest.raises(SystemExit, match="no train records with task_weights") as info:
+    with pytest.raises(RunDirError, match="no train records with task_weights") as info:
         plot_run(run_dir)
     assert str(run_dir / "metrics.jsonl") in str(info.value)
 
@@ -139,7 +141,7 @@ def test_malformed_metrics_names_file_and_line(tmp_path):
     run_dir = _write_run(tmp_path / "run", _records()[:3])
     with open(run_dir / "metrics.jsonl", "a") as f:
         f.write("{not json\n")
-    with pytest.raises(SystemExit) as info:
+    with pytest.raises(RunDirError) as info:
         plot_run(run_dir)
     assert f"{run_dir / 'metrics.jsonl'}:4:" in str(info.value)
 
