@@ -1,7 +1,8 @@
-"""`pip install .` ships the plug-in alone, and it works outside the repository."""
+"""`pip install .` ships the plug-in alone, and it works outside the repository: training, the `meltr` command, typing."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,8 +17,12 @@ def test_wheel_installs_only_meltr_and_trains_outside_the_repo(tmp_path) -> None
         [sys.executable, "-m", "pip", "install", str(ROOT), "--no-deps", "--no-build-isolation", "--target", str(target), "-q"],
         check=True, capture_output=True, cwd=tmp_path,
     )
-    top = sorted(p.name for p in target.iterdir() if not p.name.endswith(".dist-info"))
+    # bin/ holds the console script pip writes for [project.scripts]; no other top-level package ships.
+    top = sorted(p.name for p in target.iterdir() if not p.name.endswith(".dist-info") and p.name != "bin")
     assert top == ["meltr"]
+    assert (target / "meltr" / "py.typed").is_file()  # PEP 561 marker: type checkers read the annotations
+    (dist_info,) = target.glob("meltr-*.dist-info")
+    assert "MIT License" in (dist_info / "licenses" / "LICENSE").read_text()
     # A user's own model, a few lines, run from a directory outside the clone.
     script = tmp_path / "user.py"
     script.write_text(
@@ -30,11 +35,23 @@ def test_wheel_installs_only_meltr_and_trains_outside_the_repo(tmp_path) -> None
         "        p = self.f(b['x']).squeeze(-1)\n"
         "        return {'task': F.mse_loss(p, b['y']), 'aux': p.pow(2).mean()}\n"
         "data = [{'x': torch.randn(8, 4), 'y': torch.randn(8)} for _ in range(6)]\n"
-        "cfg = TrainerConfig(tensorboard=False); cfg.combiner.meltr.num_heads = 8\n"
-        "out = Trainer(M(), cfg, data, device='cpu').fit()\n"
+        "cfg = TrainerConfig(tensorboard=False, log_every=2); cfg.combiner.meltr.num_heads = 8\n"
+        "out = Trainer(M(), cfg, data, device='cpu', run_dir='run').fit()\n"
         "import meltr; print(meltr.__file__, out['step'])\n"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     path, steps = proc.stdout.split()
     assert path.startswith(str(target)) and steps == "6"
+
+    # The console script of the installed copy summarises and plots that run (from a directory outside the clone).
+    meltr_cmd = target / "bin" / "meltr"
+    summary = subprocess.run([str(meltr_cmd), "summary", "run", "--json"], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, check=True)
+    (s,) = json.loads(summary.stdout)
+    train = [r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
+    assert s["finished"] and s["steps"] == int(steps) and s["window"] == len(train) > 0
+    assert list(s["task_weights"]) == ["task", "aux"]
+    plot = subprocess.run([str(meltr_cmd), "plot", "run"], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    pngs = [tmp_path / p for p in plot.stdout.split()]
+    assert len(pngs) == 2 and all(p.parent == tmp_path / "run" / "plots" and p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
