@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -35,23 +37,24 @@ def test_wheel_installs_only_meltr_and_trains_outside_the_repo(tmp_path) -> None
         "        p = self.f(b['x']).squeeze(-1)\n"
         "        return {'task': F.mse_loss(p, b['y']), 'aux': p.pow(2).mean()}\n"
         "data = [{'x': torch.randn(8, 4), 'y': torch.randn(8)} for _ in range(6)]\n"
-        "cfg = TrainerConfig(tensorboard=False, log_every=2); cfg.combiner.meltr.num_heads = 8\n"
+        "cfg = TrainerConfig(tensorboard=False, log_every=2, epochs=1); cfg.combiner.meltr.num_heads = 8\n"
         "out = Trainer(M(), cfg, data, device='cpu', run_dir='run').fit()\n"
-        "import meltr; print(meltr.__file__, out['step'])\n"
+        "import meltr; print(meltr.__file__, out['step'], cfg.epochs * len(data))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
-    path, steps = proc.stdout.split()
-    assert path.startswith(str(target)) and steps == "6"
+    path, steps, expected_steps = proc.stdout.split()
+    assert path.startswith(str(target)) and steps == expected_steps
 
     # The console script of the installed copy summarises and plots that run (from a directory outside the clone).
     meltr_cmd = target / "bin" / "meltr"
-    summary = subprocess.run([str(meltr_cmd), "summary", "run", "--json"], cwd=tmp_path, env=env, capture_output=True,
-                             text=True, check=True)
+    summary = subprocess.run([str(meltr_cmd), "summary", "run", "--json", "--window", "3"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, check=True)
     (s,) = json.loads(summary.stdout)
     train = [r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
-    assert s["finished"] and s["steps"] == int(steps) and s["window"] == len(train) > 0
-    assert list(s["task_weights"]) == ["task", "aux"]
+    assert s["finished"] and s["steps"] == int(steps) and s["window"] == min(3, len(train)) > 0
+    last = train[-s["window"]:]
+    assert s["task_weights"] == pytest.approx({n: sum(r["task_weights"][n] for r in last) / len(last) for n in ("task", "aux")})
     plot = subprocess.run([str(meltr_cmd), "plot", "run"], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     pngs = [tmp_path / p for p in plot.stdout.split()]
     assert len(pngs) == 2 and all(p.parent == tmp_path / "run" / "plots" and p.read_bytes()[:4] == b"\x89PNG" for p in pngs)

@@ -9,7 +9,8 @@ ROOT = Path(__file__).resolve().parents[2]
 STDLIB_OK = {"__future__", "abc", "argparse", "collections", "contextlib", "copy", "dataclasses", "enum", "functools",
              "io", "itertools", "json", "logging", "math", "os", "pathlib", "pickle", "random", "re", "statistics", "sys",
              "tempfile", "time", "types", "typing", "warnings", "numbers", "inspect", "textwrap", "difflib",
-             "resource"}  # resource: peak RSS for the epoch records (POSIX; log.py falls back without it)
+             "resource",  # resource: peak RSS for the epoch records (POSIX; log.py falls back without it)
+             "datetime"}  # datetime: the trainer's ETA in its progress log lines
 
 
 def _imports(path: Path) -> list[tuple[str, bool]]:
@@ -32,7 +33,7 @@ def test_meltr_imports_only_torch_stdlib_and_itself() -> None:
             if path.name == "config.py":
                 allowed |= {"yaml"}
             if path.name == "checkpoint.py" and not top:
-                allowed |= {"numpy"}  # optional RNG state, imported lazily
+                allowed |= {"numpy", "safetensors"}  # optional RNG state; weights-only export (meltr[export])
             if path.name == "log.py" and not top:
                 allowed |= {"tqdm"}  # optional progress bar
             if path.name == "plot.py" and not top:
