@@ -53,7 +53,9 @@ class TrainerConfig:
     max_steps: int | None = None  # optimiser steps to train; set, it wins over epochs
     grad_accum: int = 1  # micro-batches per optimiser step
     amp: Literal["off", "bf16", "fp16"] = "off"  # autocast on CUDA (ignored on CPU)
-    optim: OptimConfig = field(default_factory=OptimConfig)  # backbone optimiser
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(name="adamw", lr=1e-3, weight_decay=0.01, warmup_ratio=0.1, clip_grad_norm=1.0)
+    )  # backbone optimiser (plug-in default: AdamW 1e-3, 10% warm-up, linear decay, clip 1; paper rows: their YAML)
     meta: MetaConfig = field(default_factory=MetaConfig)  # meta step
     log_every: int = 10  # steps between train records and progress log lines
     eval_every: int | None = None  # steps between evaluations; None = once per epoch (and always at the end)
