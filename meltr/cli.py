@@ -4,6 +4,7 @@ Usage::
 
     meltr plot RUN_DIR [--out DIR]                  # Figures 3 and 4 as PNGs (needs: pip install meltr[plot])
     meltr summary RUN_DIR [RUN_DIR ...] [--json]    # steps, time, memory, metrics, learned task weights
+    meltr export CHECKPOINT OUT.safetensors [--combiner]   # weights only (needs: pip install meltr[export])
     meltr --version
 
 Also ``python -m meltr.cli ...``. Each subcommand is one :class:`Command` entry of :data:`COMMANDS`
@@ -86,10 +87,31 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ export
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a best.pt or last.pt of a meltr run")
+    parser.add_argument("out", metavar="OUT", help="the .safetensors file to write")
+    parser.add_argument("--combiner", action="store_true", help="export the combiner (MELTR) instead of the model")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from meltr.checkpoint import CheckpointError, export_safetensors
+
+    try:
+        print(export_safetensors(args.checkpoint, args.out, key="combiner" if args.combiner else "model"))
+    except (CheckpointError, FileNotFoundError) as err:
+        raise RunDirError(str(err)) from err
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "plot": Command("plot a run's task weights and MELTR outputs (paper Figures 3 and 4)", _plot_arguments, _plot),
     "summary": Command("summarise runs: steps, time, memory, last/best metrics, final task weights",
                        _summary_arguments, _summary),
+    "export": Command("write a checkpoint's weights alone to a safetensors file, loadable into the bare model",
+                      _export_arguments, _export),
 }
 """Subcommand name to :class:`Command`, in ``--help`` order."""
 

@@ -138,3 +138,20 @@ def test_a_new_subcommand_is_one_table_entry(monkeypatch: pytest.MonkeyPatch, ca
     monkeypatch.setitem(COMMANDS, "reverse", Command("print the words backwards", add_arguments, run))
     assert main(["reverse", "a", "b"]) == 0
     assert capsys.readouterr().out == "b a\n"
+
+
+def test_export_writes_the_model_weights_loadable_into_the_bare_model(run_dir: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from safetensors.torch import load_file
+
+    from meltr.checkpoint import load_checkpoint
+
+    out = tmp_path / "model.safetensors"
+    assert main(["export", str(run_dir / "last.pt"), str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    bare = ToyRegression()
+    bare.load_state_dict(load_file(out))  # strict: exactly the model's keys
+    for k, v in load_checkpoint(run_dir / "last.pt")["model"].items():
+        assert torch.equal(bare.state_dict()[k], v)
+    assert main(["export", str(tmp_path / "missing.pt"), str(out)]) == 2
+    assert "missing.pt" in capsys.readouterr().err
