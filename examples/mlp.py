@@ -37,12 +37,14 @@ class DigitsMLP(nn.Module):
     def forward(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
         x, y = batch
         h = self.body(x)
-        k = torch.arange(len(x)) % 4  # a fixed rotation per position: no randomness in forward
-        rotated = torch.stack([torch.rot90(img, int(r), dims=(-2, -1)) for img, r in zip(x, k)])
+        k = torch.arange(len(x), device=x.device) % 4  # a fixed rotation per position: no randomness in forward
+        rotated = x.clone()
+        for r in range(1, 4):
+            rotated[k == r] = torch.rot90(x[k == r], r, dims=(-2, -1))
         return {
             "cls": F.cross_entropy(self.cls(h), y),
             "recon": F.mse_loss(self.recon(h), x.flatten(1)),
-            "rotation": F.cross_entropy(self.rotation(self.body(rotated)), k.to(y.device)),
+            "rotation": F.cross_entropy(self.rotation(self.body(rotated)), k),
         }
 
 
