@@ -26,24 +26,49 @@ def _imports(path: Path) -> list[tuple[str, bool]]:
     return out
 
 
+# Third-party imports a file of meltr may make beyond torch and the stdlib: (modules, lazily only?).
+# The integrations import their framework at module level: importing one is opting in to it.
+OPTIONAL = {
+    "config.py": ({"yaml"}, False),
+    "checkpoint.py": ({"numpy", "safetensors"}, True),  # optional RNG state; weights-only export (meltr[export])
+    "log.py": ({"tqdm"}, True),  # optional progress bar
+    "plot.py": ({"matplotlib"}, True),  # optional extra meltr[plot], imported when a figure is built
+    "integrations/hf.py": ({"transformers", "accelerate"}, False),  # meltr[hf]
+    "integrations/lightning.py": ({"pytorch_lightning", "lightning"}, False),  # meltr[lightning]
+}
+
+
+def _meltr_files() -> list[tuple[str, Path]]:
+    """(path relative to meltr/, path) of every module of the package, subpackages included."""
+    return [(path.relative_to(ROOT / "meltr").as_posix(), path) for path in sorted((ROOT / "meltr").rglob("*.py"))]
+
+
 def test_meltr_imports_only_torch_stdlib_and_itself() -> None:
-    for path in sorted((ROOT / "meltr").glob("*.py")):
+    for name, path in _meltr_files():
+        extra, lazy_only = OPTIONAL.get(name, (set(), False))
         for mod, top in _imports(path):
             allowed = {"meltr", "torch"} | STDLIB_OK
-            if path.name == "config.py":
-                allowed |= {"yaml"}
-            if path.name == "checkpoint.py" and not top:
-                allowed |= {"numpy", "safetensors"}  # optional RNG state; weights-only export (meltr[export])
-            if path.name == "log.py" and not top:
-                allowed |= {"tqdm"}  # optional progress bar
-            if path.name == "plot.py" and not top:
-                allowed |= {"matplotlib"}  # optional extra meltr[plot], imported when a figure is built
-            assert mod in allowed, f"{path.name} imports {mod!r} ({'module level' if top else 'lazily'})"
+            if not (lazy_only and top):
+                allowed |= extra
+            assert mod in allowed, f"{name} imports {mod!r} ({'module level' if top else 'lazily'})"
+
+
+def test_import_meltr_imports_no_integration() -> None:
+    # With the rule above, this keeps `import meltr` free of transformers and Lightning: only the
+    # integrations import them, and nothing else in meltr imports an integration at module level.
+    for name, path in _meltr_files():
+        if name.startswith("integrations/"):
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for node in tree.body:
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = [f"{node.module}.{a.name}" for a in node.names] if isinstance(node, ast.ImportFrom) else []
+            assert not any(m.startswith("meltr.integrations") for m in mods + names), f"{name}:{node.lineno} imports an integration"
 
 
 def test_only_distributed_py_uses_torch_distributed() -> None:
-    for path in sorted((ROOT / "meltr").glob("*.py")):
-        if path.name == "distributed.py":
+    for name, path in _meltr_files():
+        if name == "distributed.py":
             continue
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
@@ -54,13 +79,13 @@ def test_only_distributed_py_uses_torch_distributed() -> None:
                 names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
             elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
                 names = [f"{node.value.id}.{node.attr}"]
-            assert not any(n.startswith("torch.distributed") for n in names), f"{path.name}:{node.lineno} uses torch.distributed"
+            assert not any(n.startswith("torch.distributed") for n in names), f"{name}:{node.lineno} uses torch.distributed"
 
 
 def test_meltr_never_imports_repo_packages() -> None:
-    for path in sorted((ROOT / "meltr").glob("*.py")):
+    for name, path in _meltr_files():
         mods = {m for m, _ in _imports(path)}
-        assert not mods & {"backbones", "data", "evaluation", "scripts", "tests"}, path.name
+        assert not mods & {"backbones", "data", "evaluation", "scripts", "tests"}, name
 
 
 def _package_imports(package: str) -> dict[str, set[str]]:
