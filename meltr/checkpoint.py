@@ -18,6 +18,7 @@ under ``weights_only=True`` without an allowlist.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -349,9 +350,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def export_safetensors(checkpoint: str | os.PathLike | dict, out: str | os.PathLike, key: str = "model") -> Path:
     """Exports the weights of a meltr checkpoint to a ``safetensors`` file (weights only, no pickle).
 
-    The file holds exactly the ``state_dict`` of the bare model, so
-    ``model.load_state_dict(safetensors.torch.load_file(out))`` restores it strictly (tied weights are
-    stored once per name). Its metadata records the loss names, the step and the format.
+    The file holds the ``state_dict`` of the bare model with tied weights stored once (as Hugging Face
+    saves them), so ``safetensors.torch.load_model(model, out)`` restores it strictly (it knows the
+    tied names). Its metadata records the loss names, the step, the format and the tied names.
 
     Args:
         checkpoint: A ``best.pt`` / ``last.pt`` path, or a state dict as :meth:`meltr.Trainer.weights_dict`
@@ -375,9 +376,21 @@ def export_safetensors(checkpoint: str | os.PathLike | dict, out: str | os.PathL
     weights = state.get(key)
     if not isinstance(weights, dict) or not weights:
         raise CheckpointError(f"{source}: no {key!r} weights to export (keys: {sorted(state)})")
-    # safetensors refuses tensors that share memory (tied embeddings): store an independent copy per name.
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in weights.items() if isinstance(v, torch.Tensor)}
-    metadata = {"format": "pt", "producer": "meltr", "state": key,
+    # safetensors refuses tensors that share memory: keep one name per tied tensor (the first, in
+    # state-dict order) and record the others, which load_model() fills from the model's own ties.
+    tensors: dict[str, torch.Tensor] = {}
+    seen: dict[tuple, str] = {}
+    tied: dict[str, str] = {}
+    for k, v in weights.items():
+        if not isinstance(v, torch.Tensor):
+            continue
+        ident = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), tuple(v.stride()), v.dtype)
+        if v.numel() and ident in seen:
+            tied[k] = seen[ident]
+            continue
+        seen[ident] = k
+        tensors[k] = v.detach().to("cpu").contiguous().clone()
+    metadata = {"format": "pt", "producer": "meltr", "state": key, "tied": json.dumps(tied),
                 "loss_names": ",".join(state.get("loss_names", [])), "step": str(state.get("step", ""))}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

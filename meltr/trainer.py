@@ -517,7 +517,7 @@ class Trainer:
 
     def export(self, path: str | Path) -> Path:
         """Writes the model's weights alone to a ``safetensors`` file, loadable into the bare model with
-        ``model.load_state_dict(safetensors.torch.load_file(path))`` (see :func:`meltr.checkpoint.export_safetensors`)."""
+        ``safetensors.torch.load_model(model, path)`` (see :func:`meltr.checkpoint.export_safetensors`)."""
         from meltr.checkpoint import export_safetensors
 
         return export_safetensors(self.weights_dict(), path)

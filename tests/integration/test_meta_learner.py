@@ -181,17 +181,20 @@ class _Tied(nn.Module):
 
 
 def test_safetensors_export_loads_strictly_into_the_bare_model(tmp_path) -> None:
-    from safetensors.torch import load_file
+    from safetensors import safe_open
+    from safetensors.torch import load_model
 
     batches = [{"tok": torch.randint(0, 10, (6,))} for _ in range(3)]
     trainer = Trainer(_Tied(), _cfg(epochs=1), batches, device="cpu", run_dir=tmp_path)
     trainer.fit()
     out = export_safetensors(tmp_path / "last.pt", tmp_path / "model.safetensors")
     bare = _Tied()
-    bare.load_state_dict(load_file(out))  # strict
+    load_model(bare, out)  # strict: every key of the model is in the file or tied to one that is
     for k, v in trainer.model.state_dict().items():
         assert torch.equal(bare.state_dict()[k], v)
     assert bare.out.weight is bare.emb.weight  # the tie survives loading
+    with safe_open(out, "pt") as f:  # the tied tensor is stored once
+        assert sorted(f.keys()) == ["emb.weight"] and f.metadata()["tied"] == '{"out.weight": "emb.weight"}'
     assert trainer.export(tmp_path / "direct.safetensors").stat().st_size == out.stat().st_size
     with pytest.raises(CheckpointError, match="no 'nothing' weights"):
         export_safetensors(tmp_path / "last.pt", tmp_path / "x.safetensors", key="nothing")

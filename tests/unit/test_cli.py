@@ -142,7 +142,7 @@ def test_a_new_subcommand_is_one_table_entry(monkeypatch: pytest.MonkeyPatch, ca
 
 def test_export_writes_the_model_weights_loadable_into_the_bare_model(run_dir: Path, tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model
 
     from meltr.checkpoint import load_checkpoint
 
@@ -150,7 +150,7 @@ def test_export_writes_the_model_weights_loadable_into_the_bare_model(run_dir: P
     assert main(["export", str(run_dir / "last.pt"), str(out)]) == 0
     assert capsys.readouterr().out.strip() == str(out)
     bare = ToyRegression()
-    bare.load_state_dict(load_file(out))  # strict: exactly the model's keys
+    load_model(bare, out)  # strict: exactly the model's keys
     for k, v in load_checkpoint(run_dir / "last.pt")["model"].items():
         assert torch.equal(bare.state_dict()[k], v)
     assert main(["export", str(tmp_path / "missing.pt"), str(out)]) == 2
