@@ -205,6 +205,8 @@ class MetaLearner:
         self._comm: Comm | None = None
         self._meta_iter: Iterator | None = None
         self._running: list[Tensor] = []  # [losses..., combined] since the last pop_metrics()
+        self._hypergrad_norms: list[float] = []  # meta steps since the last pop_metrics()
+        self._meta_lr: float | None = None  # the meta learning rate after the latest meta step
         self.model_name = "model"  # named in loss-contract errors
 
     @classmethod
@@ -327,17 +329,32 @@ class MetaLearner:
         return self.combiner.task_weights(losses.to(self.device))
 
     def pop_metrics(self) -> dict[str, float]:
-        """Means since the last call of every loss (``loss/<name>``) and of the combined loss
-        (``loss/combined``), and the task weights at the mean losses (``weight/<name>``); resets."""
-        if not self._running:
-            return {}
-        mean = torch.stack(self._running).mean(0)
-        self._running = []
-        losses = mean[:-1]
-        weights = self.task_weights(losses).tolist()
-        out = {f"loss/{n}": v for n, v in zip(self.loss_names, losses.tolist())}
-        out["loss/combined"] = float(mean[-1])
-        out.update({f"weight/{n}": w for n, w in zip(self.loss_names, weights)})
+        """What to log, since the last call (then reset): the mean of every loss (``loss/<name>``) and of
+        the combined loss (``loss/combined``), the task weights at the mean losses (``weight/<name>``, the
+        combiner in eval mode),
+        the mean hypergradient norm of the meta steps (``meta/hypergrad_norm``) and the meta learning
+        rate (``meta/lr``). Under DDP the losses are the global means. Empty before any ``combine``."""
+        out: dict[str, float] = {}
+        if self._running:
+            mean = torch.stack(self._running).mean(0)
+            self._running = []
+            losses = mean[:-1]
+            out.update({f"loss/{n}": v for n, v in zip(self.loss_names, losses.tolist())})
+            out["loss/combined"] = float(mean[-1])
+            # In eval mode: deterministic weights (no combiner dropout) and no draw from the global RNG,
+            # so logging never changes what training computes.
+            was_training = self.combiner.training
+            self.combiner.eval()
+            try:
+                weights = self.task_weights(losses).tolist()
+            finally:
+                self.combiner.train(was_training)
+            out.update({f"weight/{n}": w for n, w in zip(self.loss_names, weights)})
+        if self._hypergrad_norms:
+            out["meta/hypergrad_norm"] = sum(self._hypergrad_norms) / len(self._hypergrad_norms)
+            self._hypergrad_norms = []
+        if self._meta_lr is not None:
+            out["meta/lr"] = self._meta_lr
         return out
 
     # ------------------------------------------------------------------ the meta step
@@ -493,7 +510,10 @@ class MetaLearner:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {"hypergrad_norm": float(norm), "meta_lr": float(self.optimizer.param_groups[0]["lr"])}
+        stats = {"hypergrad_norm": float(norm), "meta_lr": float(self.optimizer.param_groups[0]["lr"])}
+        self._hypergrad_norms.append(stats["hypergrad_norm"])
+        self._meta_lr = stats["meta_lr"]
+        return stats
 
     # ------------------------------------------------------------------ state
 

@@ -267,10 +267,12 @@ class Trainer:
             }
         )
         self.logger.progress(0, loss=combined, **{self.primary: vals[self.primary_index]})
+        # The log line shows the means since the previous line (the record above is this step's values).
+        means = self.meta.pop_metrics()
         if self.rank == 0:
             log.info("step %d/%d (epoch %d) | loss %.4g | %s | weights %s | lr %.3g | %s", self.step + 1, self.total_steps,
-                     self.epoch + 1, combined, " ".join(f"{k} {v:.4g}" for k, v in zip(self.loss_names, vals)),
-                     " ".join(f"{k} {w:.3g}" for k, w in zip(self.loss_names, ws)), self._lr(), self._eta())
+                     self.epoch + 1, means["loss/combined"], " ".join(f"{k} {means['loss/' + k]:.4g}" for k in self.loss_names),
+                     " ".join(f"{k} {means['weight/' + k]:.3g}" for k in self.loss_names), self._lr(), self._eta())
 
     def _eta(self) -> str:
         if self._fit_start is None:

@@ -140,8 +140,6 @@ class MeltrTrainer(Trainer):
         seed = self.args.seed if meta_seed is None else meta_seed
         self.meta = self._build_meta(loss_names, primary, combiner, meta, seed, meta_loader)
         self._micro_batches: list[Any] = []  # the inputs of the optimiser step in progress
-        self._hypergrad_norms: list[float] = []  # meta steps since the last training log
-        self._meta_lr: float | None = None
         self._eval_losses: list[Tensor] = []  # loss vectors of the evaluation in progress
         self._resume: tuple[str, dict[str, Any]] | None = None  # (file, meta state) to apply when training begins
         self.add_callback(_MetaStepCallback(self))
@@ -228,10 +226,7 @@ class MeltrTrainer(Trainer):
             return
         # self.model is the bare model: the meta step must never run through DDP (its reducer would
         # see the functional passes); the learner averages over ranks itself.
-        stats = self.meta.maybe_step(self.model, *batches, lr=float(self.optimizer.param_groups[0]["lr"]))
-        if stats:
-            self._hypergrad_norms.append(stats["hypergrad_norm"])
-            self._meta_lr = stats["meta_lr"]
+        self.meta.maybe_step(self.model, *batches, lr=float(self.optimizer.param_groups[0]["lr"]))
 
     # ------------------------------------------------------------------ logging and evaluation
 
@@ -240,11 +235,6 @@ class MeltrTrainer(Trainer):
         and task weights since the last one, and the meta step's statistics."""
         if "loss" in logs:  # evaluation logs carry eval_loss, the end-of-training summary train_loss
             logs = {**logs, **self.meta.pop_metrics()}
-            if self._hypergrad_norms:
-                logs["meta/hypergrad_norm"] = sum(self._hypergrad_norms) / len(self._hypergrad_norms)
-                self._hypergrad_norms = []
-            if self._meta_lr is not None:
-                logs["meta/lr"] = self._meta_lr
         super().log(logs, *args, **kwargs)
 
     def evaluation_loop(self, dataloader: Any, description: str, prediction_loss_only: bool | None = None,

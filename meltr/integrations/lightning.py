@@ -86,8 +86,6 @@ class MeltrCallback(pl.Callback):
         self._micro: list[Any] = []  # micro-batches since the last optimiser step
         self._step_seen = 0  # trainer.global_step after the last optimiser step handled
         self._losses_before: Tensor | None = None  # meta.last_losses when the current batch started
-        self._hypergrad_norms: list[float] = []  # meta steps since the last log
-        self._meta_lr: float | None = None  # the meta learning rate after the latest meta step
         self._epoch_done = False  # the current epoch has no batch left (the next one opens a new iterator)
         self._fit_started = False
         self._pending: dict[str, Any] | None = None  # checkpoint state waiting for on_fit_start
@@ -169,11 +167,8 @@ class MeltrCallback(pl.Callback):
         if not self._micro:
             return  # every batch of this step was skipped
         lr = float(trainer.optimizers[0].param_groups[0]["lr"])  # after the scheduler step, as meltr.Trainer passes it
-        stats = self.meta.maybe_step(pl_module, *self._micro, lr=lr)
+        self.meta.maybe_step(pl_module, *self._micro, lr=lr)
         self._micro = []
-        if stats:
-            self._hypergrad_norms.append(stats["hypergrad_norm"])
-            self._meta_lr = stats["meta_lr"]
         self._log(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -189,11 +184,6 @@ class MeltrCallback(pl.Callback):
         if trainer.global_step % every:
             return
         metrics = self.meta.pop_metrics()
-        if self._hypergrad_norms:
-            metrics["meta/hypergrad_norm"] = sum(self._hypergrad_norms) / len(self._hypergrad_norms)
-            self._hypergrad_norms = []
-        if self._meta_lr is not None:
-            metrics["meta/lr"] = self._meta_lr
         # The values are global means already (MetaLearner averages the losses over ranks).
         pl_module.log_dict(metrics, on_step=True, on_epoch=False)
 
