@@ -55,7 +55,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from data.common import collate, read_json, sample_seed
+from data.common import collate, read_json, read_text, sample_seed
 from data.errors import DataFormatError, MissingDataFileError
 from data.masking import IGNORE_INDEX, mask_tokens
 from data.safe_pickle import load_pickle
@@ -253,8 +253,7 @@ def read_id_list(path: str | os.PathLike[str]) -> list[str]:
     source = os.fspath(path)
     if not os.path.isfile(source):
         raise MissingDataFileError(source, "split list not found")
-    with open(source, encoding="utf-8") as f:
-        ids = [line.strip() for line in f if line.strip()]
+    ids = [line.strip() for line in read_text(source).splitlines() if line.strip()]
     if not ids:
         raise DataFormatError(source, "split list has no video id")
     unique = list(dict.fromkeys(ids))

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -48,7 +49,8 @@ from data.masking import mask_frames, mask_tokens
 from data.safe_pickle import load_pickle
 from data.text import PieceFn, SpecialIds, TextEncoder, TextTokenizer
 
-__all__ = ["SAMPLE_KEYS", "ClipRecord", "FeatureTextDataset", "collate", "read_csv_rows", "read_json", "load_features",
+__all__ = ["SAMPLE_KEYS", "ClipRecord", "FeatureTextDataset", "collate", "read_text", "read_csv_rows", "read_json",
+           "load_features",
            "slice_clip", "sample_seed"]
 
 #: Keys of every per-sample dict, in the official batch-tuple order.
@@ -72,6 +74,27 @@ class ClipRecord:
     references: tuple[str, ...]  # every reference caption for captioning evaluation
 
 
+def read_text(path: str | os.PathLike[str], encoding: str = "utf-8") -> str:
+    """The text of an annotation file, decoded as ``encoding`` (``utf-8-sig`` drops a byte-order mark).
+
+    Raises:
+        MissingDataFileError: The file does not exist.
+        DataFormatError: The bytes are not ``encoding`` (e.g. a binary file given as a csv), naming the file and
+            the byte offset of the first bad byte.
+    """
+    source = os.fspath(path)
+    if not os.path.isfile(source):
+        raise MissingDataFileError(source, "file not found")
+    with open(source, "rb") as f:
+        raw = f.read()
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        shown = raw[exc.start:exc.start + 8]
+        raise DataFormatError(source, f"not a {encoding} text file: undecodable byte(s) {shown!r} at byte offset "
+                                      f"{exc.start} ({exc.reason}); is it a binary file?") from None
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
     """Parses a json file.
 
@@ -80,12 +103,10 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         DataFormatError: The file is not valid UTF-8 json (the parser's message is kept).
     """
     source = os.fspath(path)
-    if not os.path.isfile(source):
-        raise MissingDataFileError(source, "file not found")
+    text = read_text(source, "utf-8")
     try:
-        with open(source, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
         raise DataFormatError(source, f"not valid json ({exc})") from exc
 
 
@@ -104,23 +125,26 @@ def read_csv_rows(path: str | os.PathLike[str], required: Sequence[str]) -> list
         DataFormatError: A required column is missing, or the file has no rows.
     """
     source = os.fspath(path)
-    if not os.path.isfile(source):
-        raise MissingDataFileError(source, "file not found")
     # utf-8-sig: a csv saved by a spreadsheet starts with a byte-order mark that would rename column 1.
-    with open(source, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
+    text = read_text(source, "utf-8-sig")
+    try:
+        if "\0" in text:  # csv would raise its own bare "line contains NUL"
+            raise csv.Error(f"NUL byte at character {text.index(chr(0))}; is it a binary file?")
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         header = [h.strip() for h in (reader.fieldnames or [])]
         missing = [c for c in required if c not in header]
         if missing:
             raise DataFormatError(source, f"missing csv column(s) {missing}; header is {header}")
         rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    except csv.Error as exc:
+        raise DataFormatError(source, f"not a valid csv ({exc})") from None
     if not rows:
         raise DataFormatError(source, "csv has a header but no rows")
     return rows
 
 
 def load_features(path: str | os.PathLike[str], keys: Iterable[str], feature_dim: int,
-                  what: str = "video") -> dict[str, np.ndarray]:
+                  what: str = "video", require_finite: bool = True) -> dict[str, np.ndarray]:
     """Load a feature pickle (dict key → [n_seconds, D] array) and check the keys a split needs.
 
     Args:
@@ -128,12 +152,15 @@ def load_features(path: str | os.PathLike[str], keys: Iterable[str], feature_dim
         keys: Keys the split will read.
         feature_dim: D, expected feature width (1024 for S3D).
         what: Word used for a key in error messages.
+        require_finite: Refuse NaN/inf in the features of a key the split reads (MOSI's reader passes False:
+            it zeroes them as MMSA does).
 
     Returns:
         The dict, unchanged (arrays are converted per sample, not copied up front).
 
     Raises:
-        DataFormatError: Not a dict, a key missing, an entry not a 2-D numeric array, or width != D.
+        DataFormatError: Not a dict, a key missing, an entry not a 2-D numeric array, width != D, or a NaN/inf
+            value (naming the key and the rows).
     """
     source = os.fspath(path)
     features = load_pickle(source)
@@ -151,7 +178,18 @@ def load_features(path: str | os.PathLike[str], keys: Iterable[str], feature_dim
         if arr.shape[1] != feature_dim:
             raise DataFormatError(source, f"features of {what} {key!r} have width {arr.shape[1]}, "
                                           f"expected feature_dim={feature_dim}")
+        if require_finite and np.issubdtype(arr.dtype, np.inexact):
+            _check_finite(arr, source, f"{what} {key!r}")
     return features
+
+
+def _check_finite(arr: np.ndarray, source: str, where: str) -> None:
+    """Refuse NaN/inf now, naming the file and the video: later they would surface as a model error."""
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        rows = np.flatnonzero(bad.reshape(arr.shape[0], -1).any(axis=1)) if arr.ndim > 1 else np.flatnonzero(bad)
+        raise DataFormatError(source, f"features of {where} hold {int(bad.sum())} non-finite value(s) (NaN/inf), "
+                                      f"first at row(s) {rows[:5].tolist()} of {arr.shape[0]}")
 
 
 def _frame_range(n_frames: int, start: float | None, end: float | None, framerate: float) -> tuple[int, int]:

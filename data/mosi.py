@@ -132,11 +132,23 @@ def _string(value: Any, source: str, where: str, what: str = "text") -> str:
     return str(value).strip()
 
 
-def _finite(features: np.ndarray) -> np.ndarray:
-    """float32 features with every non-finite value replaced by 0 (see the module docstring)."""
+def _finite(features: np.ndarray, zeroed: list[str] | None = None, sid: str = "") -> np.ndarray:
+    """float32 features with every non-finite value replaced by 0 (see the module docstring); ``sid`` is
+    appended to ``zeroed`` when something was replaced, for :func:`_report_zeroed`."""
     out = np.asarray(features, dtype=np.float32)
     bad = ~np.isfinite(out)
-    return np.where(bad, np.float32(0.0), out) if bad.any() else out
+    if not bad.any():
+        return out
+    if zeroed is not None:
+        zeroed.append(sid)
+    return np.where(bad, np.float32(0.0), out)
+
+
+def _report_zeroed(source: str, zeroed: Sequence[str]) -> None:
+    # MMSA's own loader zeroes these silently; we keep its numbers but say which file and segments.
+    if zeroed:
+        log.warning("%s: non-finite feature values (NaN/inf) replaced by 0, as MMSA does, in %d segment(s): %s%s",
+                    source, len(zeroed), ", ".join(zeroed[:10]), " ..." if len(zeroed) > 10 else "")
 
 
 def _check_unique(records: Sequence[MosiRecord], source: str) -> None:
@@ -178,14 +190,16 @@ def read_mmsa(path: str | os.PathLike[str], feature_dim: int = 20, max_frames: i
     if missing:
         raise DataFormatError(source, f"missing split key(s) {missing}; top-level keys are {sorted(map(str, data))}")
     records: list[MosiRecord] = []
+    zeroed: list[str] = []
     for split in SPLITS:
-        records += _mmsa_split(source, split, data[split], feature_dim, max_frames, use_lengths)
+        records += _mmsa_split(source, split, data[split], feature_dim, max_frames, use_lengths, zeroed)
+    _report_zeroed(source, zeroed)
     _check_unique(records, source)
     return records
 
 
 def _mmsa_split(source: str, split: str, block: Any, feature_dim: int, max_frames: int | None,
-                use_lengths: bool) -> list[MosiRecord]:
+                use_lengths: bool, zeroed: list[str]) -> list[MosiRecord]:
     if not isinstance(block, dict):
         raise DataFormatError(source, f"split {split!r} must be a dict of arrays, got {type(block).__name__}")
     needed = ("raw_text", "vision", "regression_labels", "id")
@@ -225,7 +239,7 @@ def _mmsa_split(source: str, split: str, block: Any, feature_dim: int, max_frame
         if not 1 <= lengths[i] <= t:
             raise DataFormatError(source, f"{where}: vision_lengths {int(lengths[i])} is outside [1, {t}]")
         video = vision[i, : int(lengths[i])][:max_frames]
-        records.append(MosiRecord(sid, split, _string(texts[i], source, where), _finite(video),
+        records.append(MosiRecord(sid, split, _string(texts[i], source, where), _finite(video, zeroed, sid),
                                   _label(labels[i], source, where)))
     return records
 
@@ -265,13 +279,15 @@ def read_univl(features_path: str | os.PathLike[str], csv_path: str | os.PathLik
             raise DataFormatError(csv_file, f"line {n} (id {sid!r}): split {split!r} is not one of {list(SPLITS)}")
         where = f"line {n} (id {sid!r})"
         parsed.append((sid, split, _string(row["text"], csv_file, where), _label(row["label"], csv_file, where)))
-    features = load_features(feat_file, (p[0] for p in parsed), feature_dim, what="segment")
+    features = load_features(feat_file, (p[0] for p in parsed), feature_dim, what="segment", require_finite=False)
     records = []
+    zeroed: list[str] = []
     for sid, split, text, label in parsed:
         video = features[sid]
         if video.shape[0] == 0:
             raise DataFormatError(feat_file, f"features of segment {sid!r} have no frame")
-        records.append(MosiRecord(sid, split, text, _finite(video[:max_frames]), label))
+        records.append(MosiRecord(sid, split, text, _finite(video[:max_frames], zeroed, sid), label))
+    _report_zeroed(feat_file, zeroed)
     return records
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import re
@@ -46,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from data.common import read_text
 from data.errors import DataFormatError, MissingDataFileError
 
 __all__ = ["TGIF_TASKS", "TGIF_VOCAB", "MSVD_VOCAB", "SplitCounts", "ConvertReport", "build_vocab",
@@ -135,7 +137,7 @@ def read_tgif_tsv(path: str | os.PathLike[str], required: Sequence[str]) -> list
     source = os.fspath(path)
     if not os.path.isfile(source):
         raise MissingDataFileError(source, "file not found")
-    with open(source, newline="", encoding="utf-8-sig") as f:
+    with io.StringIO(read_text(source, "utf-8-sig"), newline="") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = [h.strip() for h in next(reader, [])]
         missing = [c for c in required if c not in header]
@@ -221,7 +223,7 @@ def read_youtube_mapping(path: str | os.PathLike[str]) -> dict[int, str]:
     if not os.path.isfile(source):
         raise MissingDataFileError(source, "file not found")
     mapping: dict[int, str] = {}
-    with open(source, encoding="utf-8") as f:
+    with io.StringIO(read_text(source)) as f:
         for line_no, line in enumerate(f, start=1):
             parts = line.split()
             if not parts:
@@ -243,7 +245,7 @@ def _read_msvd_records(path: Path) -> list[tuple[str, Any]]:
     source = os.fspath(path)
     if not path.is_file():
         raise MissingDataFileError(source, "file not found")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(source)
     if text.lstrip().startswith("["):
         try:
             records = json.loads(text)

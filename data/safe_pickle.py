@@ -26,13 +26,20 @@ import collections
 import io
 import os
 import pickle
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
 from data.errors import DataFormatError, MissingDataFileError, UnsafePickleError
 
-__all__ = ["ALLOWED_GLOBALS", "SafeUnpickler", "load_pickle", "loads_pickle"]
+__all__ = ["ALLOWED_GLOBALS", "DEFAULT_MAX_ALLOC_BYTES", "SafeUnpickler", "load_pickle", "loads_pickle"]
+
+#: Most bytes one allowed constructor may allocate from a *size argument* in the pickle
+#: (``bytearray(n)``, ``bytes(n)``, ``numpy.ndarray(shape)``, ``_reconstruct(ndarray, shape, dtype)``). The
+#: official files never do this (their arrays' data come from the file itself, so their size is bounded by
+#: the file's), so the limit only stops a few-byte pickle from asking for terabytes. Change it per call with
+#: ``load_pickle(path, max_alloc_bytes=...)`` or for the process with ``MELTR_PICKLE_MAX_ALLOC_BYTES``.
+DEFAULT_MAX_ALLOC_BYTES: int = int(os.environ.get("MELTR_PICKLE_MAX_ALLOC_BYTES", 1 << 30))
 
 
 def _numpy_core() -> tuple[Any, Any]:
@@ -79,21 +86,118 @@ class SafeUnpickler(pickle.Unpickler):
         source: Name of the file, used in error messages.
     """
 
-    def __init__(self, file: BinaryIO, *, source: str | os.PathLike[str]) -> None:
+    def __init__(self, file: BinaryIO, *, source: str | os.PathLike[str], max_alloc_bytes: int | None = None) -> None:
         super().__init__(file)
         self.source = os.fspath(source)
+        self.max_alloc_bytes = DEFAULT_MAX_ALLOC_BYTES if max_alloc_bytes is None else int(max_alloc_bytes)
 
     def find_class(self, module: str, name: str) -> Any:
-        """Return the allowed object for ``module.name`` or raise :class:`UnsafePickleError`."""
+        """Return the allowed object for ``module.name`` or raise :class:`UnsafePickleError`.
+
+        Constructors that allocate from a size argument are returned wrapped, so that a size above
+        ``max_alloc_bytes`` raises :class:`DataFormatError` naming the file instead of a bare ``MemoryError``.
+        """
         key = (_MODULE_ALIASES.get(module, module), name)
         try:
-            return ALLOWED_GLOBALS[key]
+            obj = ALLOWED_GLOBALS[key]
         except KeyError:
             raise UnsafePickleError(self.source, f"{module}.{name}") from None
+        guard = _GUARDS.get(key)
+        return obj if guard is None else guard(self)
+
+    def _check_alloc(self, nbytes: int, what: str) -> None:
+        if nbytes > self.max_alloc_bytes:
+            raise DataFormatError(self.source, f"pickle asks {what} to allocate {nbytes} bytes, above the limit of "
+                                               f"{self.max_alloc_bytes} (max_alloc_bytes / MELTR_PICKLE_MAX_ALLOC_BYTES); "
+                                               "refused as a memory bomb")
 
     def persistent_load(self, pid: Any) -> Any:
         """Refuse persistent ids: the official files never use them."""
         raise DataFormatError(self.source, f"pickle uses a persistent id ({pid!r}), which is not supported")
+
+
+def _nbytes(shape: Any, dtype: Any) -> int | None:
+    """Bytes an array of ``shape`` and ``dtype`` needs, or None when the arguments are not a shape/dtype (numpy
+    itself then raises)."""
+    try:
+        dims = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(d) for d in shape)
+        itemsize = np.dtype(dtype if dtype is not None else float).itemsize
+    except (TypeError, ValueError, OverflowError):
+        return None
+    total = max(itemsize, 1)
+    for d in dims:
+        total *= max(d, 0)
+    return total
+
+
+def _size_arg(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else None
+
+
+def _guard_bytes(kind: type) -> Callable[[SafeUnpickler], Any]:
+    def make(unpickler: SafeUnpickler) -> Any:
+        def build(*args: Any, **kwargs: Any) -> Any:
+            size = _size_arg(args[0]) if args else None
+            if size is not None:
+                unpickler._check_alloc(size, f"{kind.__name__}()")
+            return kind(*args, **kwargs)
+        return build
+    return make
+
+
+class _GuardedNdarray:
+    """Stands for ``numpy.ndarray`` in one load: calling it checks the allocation; ``_reconstruct`` (guarded too)
+    maps it back to the real class, so arrays come out as plain ``ndarray``."""
+
+    def __init__(self, unpickler: SafeUnpickler) -> None:
+        self.unpickler = unpickler
+
+    def __call__(self, shape: Any, dtype: Any = float, buffer: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if buffer is None:
+            nbytes = _nbytes(shape, dtype)
+            if nbytes is not None:
+                self.unpickler._check_alloc(nbytes, "numpy.ndarray()")
+        return np.ndarray(shape, dtype, buffer, *args, **kwargs)
+
+
+def _guard_reconstruct(real: Callable[..., Any]) -> Callable[[SafeUnpickler], Any]:
+    def make(unpickler: SafeUnpickler) -> Any:
+        def reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+            if isinstance(subtype, _GuardedNdarray):
+                subtype = np.ndarray
+            nbytes = _nbytes(shape, dtype)
+            if nbytes is not None:
+                unpickler._check_alloc(nbytes, "numpy _reconstruct")
+            return real(subtype, shape, dtype)
+        return reconstruct
+    return make
+
+
+def _guard_encode(unpickler: SafeUnpickler) -> Any:
+    # Protocols <= 2 only ever call encode(str, "latin1"); other codecs (hex, base64, ...) could grow data on
+    # every call, so they are refused.
+    def encode(obj: Any, encoding: str = "utf-8", errors: str = "strict") -> Any:
+        if codecs.lookup(encoding).name != "iso8859-1":
+            raise DataFormatError(unpickler.source, f"pickle calls _codecs.encode with codec {encoding!r}; only "
+                                                    "'latin1' (how old protocols write bytes) is allowed")
+        return codecs.encode(obj, encoding, errors)
+    return encode
+
+
+def _build_guards() -> dict[tuple[str, str], Callable[[SafeUnpickler], Any]]:
+    multiarray, _ = _numpy_core()
+    guards: dict[tuple[str, str], Callable[[SafeUnpickler], Any]] = {
+        ("builtins", "bytes"): _guard_bytes(bytes),
+        ("builtins", "bytearray"): _guard_bytes(bytearray),
+        ("numpy", "ndarray"): _GuardedNdarray,
+        ("_codecs", "encode"): _guard_encode,
+    }
+    for prefix in ("numpy.core", "numpy._core"):
+        guards[(f"{prefix}.multiarray", "_reconstruct")] = _guard_reconstruct(multiarray._reconstruct)
+    return guards
+
+
+_GUARDS = _build_guards()
 
 
 # What a damaged pickle raises while loading: truncation gives EOFError or UnpicklingError, garbage
@@ -102,20 +206,24 @@ _CORRUPT_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, Inde
                    AttributeError, OverflowError, UnicodeDecodeError)
 
 
-def _load(stream: BinaryIO, source: str) -> object:
+def _load(stream: BinaryIO, source: str, max_alloc_bytes: int | None = None) -> object:
     try:
-        return SafeUnpickler(stream, source=source).load()
+        return SafeUnpickler(stream, source=source, max_alloc_bytes=max_alloc_bytes).load()
     except DataFormatError:
         raise
     except _CORRUPT_ERRORS as exc:
         raise DataFormatError(source, f"corrupt or truncated pickle ({type(exc).__name__}: {exc})") from exc
+    except MemoryError as exc:  # e.g. a length field of a cut or crafted opcode far beyond the file
+        raise DataFormatError(source, "ran out of memory while unpickling: corrupt, or a memory bomb") from exc
 
 
-def load_pickle(path: str | os.PathLike[str]) -> object:
+def load_pickle(path: str | os.PathLike[str], *, max_alloc_bytes: int | None = None) -> object:
     """Load a pickle file through :class:`SafeUnpickler`.
 
     Args:
         path: The pickle file.
+        max_alloc_bytes: Most bytes one constructor may allocate from a size argument
+            (default :data:`DEFAULT_MAX_ALLOC_BYTES`).
 
     Returns:
         The unpickled object (dicts, lists, strings, numbers, numpy arrays and scalars only).
@@ -130,17 +238,17 @@ def load_pickle(path: str | os.PathLike[str]) -> object:
     if not os.path.isfile(source):
         raise MissingDataFileError(source, "file not found")
     with open(source, "rb") as f:
-        obj = _load(f, source)
+        obj = _load(f, source, max_alloc_bytes)
         # A pickle followed by junk usually means two files were concatenated or a write went wrong.
         if f.read(1):
             raise DataFormatError(source, "trailing bytes after the end of the pickle")
     return obj
 
 
-def loads_pickle(data: bytes, *, source: str = "<bytes>") -> object:
+def loads_pickle(data: bytes, *, source: str = "<bytes>", max_alloc_bytes: int | None = None) -> object:
     """Like :func:`load_pickle` for an in-memory pickle; ``source`` names it in errors."""
     stream = io.BytesIO(data)
-    obj = _load(stream, source)
+    obj = _load(stream, source, max_alloc_bytes)
     if stream.read(1):
         raise DataFormatError(source, "trailing bytes after the end of the pickle")
     return obj

@@ -18,6 +18,7 @@ under ``weights_only=True`` without an allowlist.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ import pickle
 import random
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,6 +40,7 @@ except ImportError:  # pragma: no cover - numpy is present in CI
 __all__ = [
     "FORMAT_VERSION",
     "CheckpointError",
+    "check_weights_only",
     "save_checkpoint",
     "load_checkpoint",
     "rng_state",
@@ -92,13 +95,15 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read, is refused by the safe loader, or has a bad version."""
 
 
-def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
+def save_checkpoint(state: dict, path: str | os.PathLike, check: bool = True) -> None:
     """Writes ``state`` to ``path`` atomically.
 
-    The state is written with ``torch.save`` into a temp file (``.<name>.XXXX.tmp``) in the same
-    directory, flushed, fsynced and moved over ``path`` with ``os.replace``; the directory is then
+    The state is written with ``torch.save`` into a temp file (``.<name>.<host>.<pid>.XXXX.tmp``) in the
+    same directory, flushed, fsynced and moved over ``path`` with ``os.replace``; the directory is then
     fsynced (best effort). If anything fails, the temp file is removed and the previous file at
-    ``path`` (if any) is untouched. The parent directory is created if needed.
+    ``path`` (if any) is untouched. The parent directory is created if needed. Temp files of the same
+    target left by an earlier save that was killed (SIGKILL, power loss) are removed first; see
+    :func:`_remove_stale_temps` for the rule that keeps a live writer's file.
 
     Args:
         state: The checkpoint contents: tensors and plain Python containers only, so that
@@ -106,9 +111,14 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
             copied, and ``format_version`` is set to :data:`FORMAT_VERSION` if absent; the caller's
             dict is not modified.
         path: Destination file.
+        check: Walk ``state`` before writing anything and refuse what ``weights_only=True`` would
+            refuse at load time (:func:`check_weights_only`); on by default so that a bad state
+            fails at save time, not at resume after a crash.
 
     Raises:
         TypeError: If ``state`` is not a dict.
+        CheckpointError: If ``check`` and ``state`` holds an object the safe loader refuses (the
+            message names its key path and type); nothing is written then.
     """
     if not isinstance(state, dict):
         raise TypeError(f"checkpoint state must be a dict, got {type(state).__name__}")
@@ -116,10 +126,14 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
     state.setdefault("format_version", FORMAT_VERSION)
 
     path = Path(path)
+    if check:
+        check_weights_only(state, str(path))
     directory = path.parent
     directory.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
     # Same directory as the target so that os.replace is a rename within one filesystem (atomic).
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    # host and pid in the name let a later save tell a dead writer's leftover from a live writer's file.
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
@@ -135,6 +149,136 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
             pass
         raise
     _fsync_dir(directory)
+
+
+# ----------------------------------------------------------------------------- save-time check
+# What torch.load(weights_only=True) rebuilds (torch 2.13, torch._weights_only_unpickler): plain
+# containers of exactly these types, numbers, strings, bytes, and torch's own tensor/metadata types.
+_PLAIN_CONTAINERS = (dict, collections.OrderedDict, collections.Counter, list, tuple, set)
+_PLAIN_LEAVES = (str, bytes, bytearray, int, float, complex, bool, type(None))
+_TORCH_LEAVES = (torch.Size, torch.dtype, torch.device, torch.layout, torch.qscheme)
+_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
+def _refusal(value: Any) -> str | None:
+    """Why the safe loader would refuse ``value`` itself (not its contents), or None."""
+    kind = type(value)
+    if kind in _TENSOR_TYPES or kind in _PLAIN_CONTAINERS or kind in _PLAIN_LEAVES or kind in _TORCH_LEAVES:
+        return None
+    name = f"{kind.__module__}.{kind.__qualname__}"
+    if isinstance(value, torch.Tensor):
+        return f"a tensor subclass {name} (save a plain tensor: .as_subclass(torch.Tensor) or .data)"
+    if isinstance(value, (dict, list, tuple)):
+        return f"a {name}, a subclass of {kind.__mro__[1].__name__} (convert it to a plain {kind.__mro__[1].__name__})"
+    if np is not None and isinstance(value, (np.ndarray, np.generic)):
+        return f"a numpy value ({name}; convert it with torch.from_numpy or .item())"
+    return f"a {name}"
+
+
+def check_weights_only(state: Any, label: str = "<state>") -> None:
+    """Raises if ``torch.load(weights_only=True)`` would refuse to read ``state`` back.
+
+    Walks dicts (keys and values), lists, tuples and sets; every other object must be a tensor, a
+    ``torch.Size``/dtype/device/layout, or a plain ``str``/``bytes``/number/bool/None. Exact types are
+    required, as the safe unpickler requires them: a dict subclass or a numpy array saves fine and is
+    refused only at load time.
+
+    Args:
+        state: What would be passed to ``torch.save``.
+        label: Names the destination in the message.
+
+    Raises:
+        CheckpointError: naming ``label``, the key path (e.g. ``state['meta']['buffer'][3]['video']``) and the
+            type.
+    """
+    seen: set[int] = set()
+    stack: list[tuple[str, Any]] = [("state", state)]
+    while stack:
+        where, value = stack.pop()
+        why = _refusal(value)
+        if why is not None:
+            raise CheckpointError(
+                f"refusing to save checkpoint {label}: {where} is {why}, which "
+                f"torch.load(weights_only=True) cannot read back. {_SAFE_CONTENT_HINT}"
+            )
+        if not isinstance(value, _PLAIN_CONTAINERS) or id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, dict):
+            for key, item in value.items():
+                shown = f"{where}[{key!r}]"
+                stack.append((f"{shown} (a key)", key))
+                stack.append((shown, item))
+        else:
+            for i, item in enumerate(value):
+                stack.append((f"{where}[{i}]", item))
+
+
+# ---------------------------------------------------------------------------- stale temp files
+def _host_tag() -> str:
+    # os.uname has no Windows twin; there the computer name is in the environment.
+    name = os.uname().nodename if hasattr(os, "uname") else os.environ.get("COMPUTERNAME", "")
+    return re.sub(r"[^A-Za-z0-9-]", "-", name or "host")[:40] or "host"
+
+
+_HOST = _host_tag()
+# A temp file whose writer cannot be identified is removed once it has not been written for this long:
+# a live torch.save keeps writing, so its mtime stays fresh.
+STALE_TEMP_AGE_S: float = 3600.0
+
+
+def _remove_stale_temps(path: Path) -> list[Path]:
+    """Removes leftovers of earlier saves to ``path`` that were killed mid-write; returns them.
+
+    Only names of this target's temp pattern are considered (``.<name>.<host>.<pid>.XXXX.tmp`` and the
+    older ``.<name>.XXXX.tmp``). The rule that never touches a live writer's file:
+
+    * written on this host by another pid that no longer exists (``os.kill(pid, 0)`` fails with
+      ``ProcessLookupError``): removed;
+    * this process's own pid: kept (another thread may be saving);
+    * another host (a shared filesystem), or the older name without a pid: removed only when it has not
+      been modified for :data:`STALE_TEMP_AGE_S` seconds.
+    """
+    removed: list[Path] = []
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.)?[A-Za-z0-9_]+\.tmp$")
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match is None or not entry.is_file(follow_symlinks=False):
+            continue
+        host, pid = match.group("host"), match.group("pid")
+        if host == _HOST and pid is not None:
+            if int(pid) == os.getpid() or _pid_alive(int(pid)):
+                continue
+        else:
+            try:
+                if now - entry.stat(follow_symlinks=False).st_mtime < STALE_TEMP_AGE_S:
+                    continue
+            except OSError:
+                continue
+        try:
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+            logger.info("removed %s, the temp file of a save to %s that did not finish", entry.path, path)
+        except OSError:
+            pass
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return True  # not a real pid: treat as alive (never remove on doubt)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists, owned by someone else
+    return True
 
 
 def _set_mode(tmp_name: str, path: Path) -> None:
@@ -201,9 +345,13 @@ def load_checkpoint(
         raise CheckpointError(
             f"cannot read checkpoint {path}: truncated, corrupt, or not written by torch.save"
         ) from exc
-    except (RuntimeError, EOFError, ValueError) as exc:
-        # Truncated zips surface as RuntimeError, empty files as EOFError; keep torch's first line
-        # because the same RuntimeError type also covers e.g. a CUDA map_location without CUDA.
+    except PermissionError:
+        raise  # names the file already, and "corrupt" would be wrong
+    except (RuntimeError, EOFError, ValueError, OSError, MemoryError, IndexError, KeyError, TypeError,
+            AttributeError, OverflowError, UnicodeDecodeError) as exc:
+        # Truncated zips surface as RuntimeError, empty files as EOFError, a cut inside a record's
+        # header as OSError (Errno 22); keep torch's first line because the same RuntimeError type
+        # also covers e.g. a CUDA map_location without CUDA.
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"cannot read checkpoint {path}: truncated, corrupt, or not written by torch.save "

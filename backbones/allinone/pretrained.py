@@ -108,9 +108,7 @@ def _foreign_globals(path: str) -> list[str]:
 
 def _reason(error: Exception) -> str:
     """The informative line of a load error (torch's weights_only message opens with generic advice)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    specific = [line for line in lines if "GLOBAL" in line or "blocked" in line or "Unsupported" in line]
-    return (specific or lines[-1:] or [type(error).__name__])[0]
+    return loading.error_reason(error)
 
 
 def read_lightning_checkpoint(path: str | os.PathLike) -> LightningCheckpoint:
@@ -124,14 +122,19 @@ def read_lightning_checkpoint(path: str | os.PathLike) -> LightningCheckpoint:
     label = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {label}")
-    foreign = _foreign_globals(label)
-    stand_ins = [(_stand_in(name), name) for name in foreign]
+    foreign: list[str] = []
     try:
+        # Inside the try: scanning a truncated zip raises torch's own RuntimeError / OSError.
+        foreign = _foreign_globals(label)
+        stand_ins = [(_stand_in(name), name) for name in foreign]
         with torch.serialization.safe_globals(stand_ins):
             raw = torch.load(label, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise  # names the file already
     except Exception as e:  # refusal by the restricted unpickler or a corrupt file: never retry unsafely
         raise loading.CheckpointMismatchError(f"{label}: cannot be read safely (weights_only=True, foreign globals "
-                                              f"{foreign} as inert stand-ins): {_reason(e)}") from e
+                                              f"{foreign} as inert stand-ins; truncated or corrupt?): "
+                                              f"{_reason(e)}") from e
     return _unwrap(raw, label, foreign)
 
 

@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PretrainedSpec", "Layout", "LoadReport", "CheckpointMismatchError", "read_state_dict", "detect_layout", "convert_keys", "load_official", "to_official"]
+__all__ = ["PretrainedSpec", "Layout", "LoadReport", "CheckpointMismatchError", "error_reason", "read_state_dict", "detect_layout", "convert_keys", "load_official", "to_official"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,18 @@ class LoadReport:
         )
 
 
+def error_reason(error: BaseException) -> str:
+    """The informative line of a load error, never empty: an empty file makes torch raise with an empty
+    message (``EOFError()``), and torch's weights_only refusal opens with generic advice."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    specific = [line for line in lines if "GLOBAL" in line or "blocked" in line or "Unsupported" in line]
+    reason = (specific or lines[:1] or [""])[0]
+    name = type(error).__name__
+    if not reason:
+        return f"{name} (empty or truncated file?)"
+    return reason if reason.startswith(name) else f"{name}: {reason}"
+
+
 _PREFIXES = ("module.", "_orig_mod.")
 
 
@@ -118,7 +130,7 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, Tensor], label: str
         try:
             raw = torch.load(source, map_location="cpu", weights_only=True)
         except Exception as e:  # weights_only refusal or a corrupt file: never fall back to unsafe pickle
-            raise CheckpointMismatchError(f"{label}: cannot be read safely (weights_only=True): {str(e).splitlines()[0]}") from e
+            raise CheckpointMismatchError(f"{label}: cannot be read safely (weights_only=True): {error_reason(e)}") from e
         for wrapper in ("state_dict", "model"):
             if isinstance(raw, Mapping) and wrapper in raw and isinstance(raw[wrapper], Mapping):
                 raw = raw[wrapper]

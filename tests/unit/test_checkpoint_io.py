@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import collections
+import os
+import pickle
 import random
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -358,3 +364,120 @@ def test_cuda_rng_states_are_captured_and_restored(monkeypatch: pytest.MonkeyPat
     set_rng_state(state)
     assert len(restored) == 1
     assert [s.tolist() for s in restored[0]] == [s.tolist() for s in fake_states]
+
+
+# --------------------------------------------------------------------------------------------------
+# Save-time check: what weights_only would refuse at resume is refused at save, naming the key path.
+
+
+class _Box(dict):
+    """A dict subclass: torch.save writes it, torch.load(weights_only=True) refuses it."""
+
+
+class _Thing:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("bad", "where", "what"),
+    [
+        (np.zeros(3), r"state\['meta'\]\['buffer'\]\[1\]\['video'\]", "numpy"),
+        (_Box(a=torch.ones(1)), r"state\['meta'\]\['buffer'\]\[1\]\['video'\]", "subclass of dict"),
+        (_Thing(), r"state\['meta'\]\['buffer'\]\[1\]\['video'\]", "_Thing"),
+        (np.float32(1.0), r"state\['meta'\]\['buffer'\]\[1\]\['video'\]", "numpy"),
+        (collections.defaultdict(list), r"state\['meta'\]\['buffer'\]\[1\]\['video'\]", "defaultdict"),
+    ],
+    ids=["numpy-array", "dict-subclass", "object", "numpy-scalar", "defaultdict"],
+)
+def test_save_refuses_what_weights_only_would_refuse_naming_the_key_path(tmp_path: Path, bad: object, where: str,
+                                                                         what: str) -> None:
+    state = {"model": {"w": torch.ones(2)}, "meta": {"buffer": [{"video": torch.ones(1)}, {"video": bad}]}}
+    # The premise: torch itself writes this state and refuses it only when reading it back.
+    torch.save(state, tmp_path / "plain.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(tmp_path / "plain.pt", weights_only=True)
+    (tmp_path / "plain.pt").unlink()
+    path = tmp_path / "run" / "last.pt"
+    with pytest.raises(CheckpointError, match=where) as info:
+        save_checkpoint(state, path)
+    assert str(path) in str(info.value) and what in str(info.value)
+    assert not path.parent.exists() or list(path.parent.iterdir()) == []  # nothing written
+
+
+def test_save_refuses_a_dict_key_of_a_refused_type(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"state\['k'\]\[.*\] \(a key\) is a numpy"):
+        save_checkpoint({"k": {np.int64(3): 1}}, tmp_path / "c.pt")
+
+
+def test_everything_weights_only_reads_passes_the_check_and_round_trips(tmp_path: Path) -> None:
+    state = {
+        "t": torch.arange(3), "p": torch.nn.Parameter(torch.ones(2)), "size": torch.Size([2, 3]),
+        "dtype": torch.float16, "device": torch.device("cpu"), "layout": torch.strided,
+        "od": collections.OrderedDict(a=1), "counter": collections.Counter("aab"), "set": {1, 2},
+        "nested": [(1, 2.5, "s", None, True, b"raw", bytearray(b"x"), 1 + 2j)],
+        "rng": rng_state(),
+    }
+    path = tmp_path / "ok.pt"
+    save_checkpoint(state, path)
+    back = load_checkpoint(path)
+    assert back["size"] == torch.Size([2, 3]) and back["counter"] == collections.Counter("aab")
+    assert back["nested"] == state["nested"] and back["set"] == {1, 2}
+
+
+def test_check_can_be_switched_off(tmp_path: Path) -> None:
+    save_checkpoint({"x": np.zeros(1)}, tmp_path / "c.pt", check=False)
+    with pytest.raises(CheckpointError, match="numpy"):
+        load_checkpoint(tmp_path / "c.pt")
+
+
+# --------------------------------------------------------------------------------------------------
+# Stale temp files of torn saves.
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_next_save_removes_only_stale_temps_of_the_same_target(tmp_path: Path) -> None:
+    from meltr import checkpoint as ck
+
+    target = tmp_path / "last.pt"
+    host = ck._HOST
+    old = time.time() - 2 * ck.STALE_TEMP_AGE_S
+    files = {
+        "dead_writer": tmp_path / f".last.pt.{host}.{_dead_pid()}.abc_123.tmp",
+        "live_writer": tmp_path / f".last.pt.{host}.{os.getppid()}.abc_124.tmp",
+        "own_pid": tmp_path / f".last.pt.{host}.{os.getpid()}.abc_125.tmp",
+        "other_host_fresh": tmp_path / ".last.pt.otherhost.1.abc_126.tmp",
+        "other_host_old": tmp_path / ".last.pt.otherhost.2.abc_127.tmp",
+        "legacy_fresh": tmp_path / ".last.pt.k2j4h5g6.tmp",
+        "legacy_old": tmp_path / ".last.pt.q1w2e3r4.tmp",
+        "other_target": tmp_path / f".best.pt.{host}.{_dead_pid()}.abc_128.tmp",
+        "other_target_rank": tmp_path / ".last.pt.rank1.zz99xx88.tmp",
+        "not_a_temp": tmp_path / "last.pt.1.tmp",
+    }
+    for p in files.values():
+        p.write_bytes(b"x" * 10)
+    for key in ("other_host_old", "legacy_old", "other_target_rank"):
+        os.utime(files[key], (old, old))
+    save_checkpoint({"x": 1}, target)
+    gone = {k for k, p in files.items() if not p.exists()}
+    assert gone == {"dead_writer", "other_host_old", "legacy_old"}
+    assert load_checkpoint(target)["x"] == 1
+
+
+def test_temp_name_carries_host_and_pid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from meltr import checkpoint as ck
+
+    seen: list[str] = []
+    real = ck.os.replace
+
+    def spy(src: str, dst: object) -> None:
+        seen.append(os.path.basename(src))
+        real(src, dst)
+
+    monkeypatch.setattr(ck.os, "replace", spy)
+    save_checkpoint({"x": 1}, tmp_path / "c.pt")
+    assert seen and seen[0].startswith(f".c.pt.{ck._HOST}.{os.getpid()}.") and seen[0].endswith(".tmp")
