@@ -8,6 +8,18 @@ linear head reads the mean token::
     z     = Encoder(x_1 .. x_T)        post-LN by default, 8 heads, FFN f
     L_aux = w_out . mean_t z_t         no bias, no output activation (the official module has none)
 
+That is the paper's form (``residual: none``), kept for every paper row. Its random init gives random
+task weights ``a_t = dL_aux/dl_t`` at step 0 (the primary's can be negative, so the first steps may train
+*against* the target task). The plug-in default adds the multi-task sum and zero-initialises the head
+(``residual: sum``)::
+
+    L_aux = sum_t l_t + w_out . mean_t z_t        w_out = 0 at init
+
+so at init the output equals ``sum_t l_t`` for any losses, every ``a_t`` is exactly 1, and training
+starts exactly as the multi-task sum; the meta step then learns the correction (its first update moves
+``w_out``, after which the hypergradient reaches every layer). The regulariser ``|sum_t l_t - L_aux|``
+becomes ``|w_out . mean_t z_t|``: 0 at init, it penalises only the learned correction.
+
 The attention is written out (matmul, softmax, matmul) rather than calling
 ``F.scaled_dot_product_attention``: the hypergradient differentiates twice through this module and the
 CPU flash kernel has no double backward and no forward-mode AD. Parameter names follow
@@ -56,6 +68,16 @@ class LossTransformerConfig:
     init: Literal["torch", "normal"] = "torch"  # PyTorch default init, or N(0, init_std) as All-in-one
     init_std: float = 0.02  # std of the "normal" init
     embedding: Literal["se+te", "se", "te"] = "se+te"  # Appendix D ablation: scale / task embedding
+    # "sum": output = sum_t l_t + transformer(l), head zero-initialised (starts exactly as the multi-task sum);
+    # "none": the paper's output = transformer(l); "auto": "sum" for se+te, "none" for the Appendix D
+    # ablations (se, te: a TE-only transformer ignores the losses, so a residual would hide that it cannot train)
+    residual: Literal["auto", "none", "sum"] = "auto"
+
+    def resolved_residual(self) -> Literal["none", "sum"]:
+        """``residual`` with ``auto`` resolved (see the field's comment)."""
+        if self.residual == "auto":
+            return "sum" if self.embedding == "se+te" else "none"
+        return self.residual
 
     def validate(self) -> None:
         """Raises ValueError on inconsistent sizes."""
@@ -68,17 +90,23 @@ class LossTransformerConfig:
         for name in ("scale_hidden_dim", "hidden_dim", "ffn_dim", "num_layers", "num_heads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.residual not in ("auto", "none", "sum"):
+            raise ValueError(f"residual must be auto, none or sum, got {self.residual!r}")
+        if self.residual == "sum" and self.embedding == "te":
+            raise ValueError("residual 'sum' with a TE-only transformer: its correction ignores the losses, so it could "
+                             "never change training (paper Appendix D); use residual 'none' to reproduce that ablation")
 
 
-# Sizes the official code uses per backbone (meltr_official.md section 1.3). UniVL keeps its MELTR in
-# eval mode for the whole run, so its dropout is effectively 0; VIOLET and All-in-one train with 0.1.
+# Sizes the official code uses per backbone (meltr_official.md section 1.3), in the paper's form and
+# init (residual "none"). UniVL keeps its MELTR in eval mode for the whole run, so its dropout is
+# effectively 0; VIOLET and All-in-one train with 0.1.
 PRESETS: dict[str, LossTransformerConfig] = {
-    "univl": LossTransformerConfig(scale_hidden_dim=128, hidden_dim=256, ffn_dim=512, dropout=0.0),
-    "violet_retrieval": LossTransformerConfig(scale_hidden_dim=256, hidden_dim=512, ffn_dim=512),
-    "violet_qa": LossTransformerConfig(scale_hidden_dim=128, hidden_dim=256, ffn_dim=256),
-    "allinone": LossTransformerConfig(scale_hidden_dim=128, hidden_dim=128, ffn_dim=128, init="normal"),
+    "univl": LossTransformerConfig(scale_hidden_dim=128, hidden_dim=256, ffn_dim=512, dropout=0.0, residual="none"),
+    "violet_retrieval": LossTransformerConfig(scale_hidden_dim=256, hidden_dim=512, ffn_dim=512, residual="none"),
+    "violet_qa": LossTransformerConfig(scale_hidden_dim=128, hidden_dim=256, ffn_dim=256, residual="none"),
+    "allinone": LossTransformerConfig(scale_hidden_dim=128, hidden_dim=128, ffn_dim=128, init="normal", residual="none"),
     # Appendix A.3 of the paper: one layer, 8 heads, 512 hidden.
-    "paper": LossTransformerConfig(scale_hidden_dim=128, hidden_dim=512, ffn_dim=512),
+    "paper": LossTransformerConfig(scale_hidden_dim=128, hidden_dim=512, ffn_dim=512, residual="none"),
 }
 
 
@@ -164,7 +192,8 @@ class LossTransformer(Combiner):
     """MELTR: learns to combine T task losses into one.
 
     Args:
-        cfg: Sizes and options; ``cfg.num_tasks`` may be None when ``loss_names`` is given.
+        cfg: Sizes and options; ``cfg.num_tasks`` may be None when ``loss_names`` is given, and
+            ``cfg.residual`` may be ``auto`` (:attr:`cfg` holds both resolved).
         loss_names: Names of the input losses, in task-embedding order.
 
     Shapes:
@@ -180,7 +209,7 @@ class LossTransformer(Combiner):
         num_tasks = cfg.num_tasks if cfg.num_tasks is not None else (len(loss_names) if loss_names else None)
         if num_tasks is None:
             raise ValueError("LossTransformer needs cfg.num_tasks or loss_names")
-        self.cfg = cfg = replace(cfg, num_tasks=num_tasks)
+        self.cfg = cfg = replace(cfg, num_tasks=num_tasks, residual=cfg.resolved_residual())
         cfg.validate()
         self.loss_names = tuple(loss_names) if loss_names is not None else tuple(f"loss{i}" for i in range(num_tasks))
         self.use_scale = cfg.embedding in ("se+te", "se")
@@ -193,6 +222,9 @@ class LossTransformer(Combiner):
         self.head = nn.Linear(cfg.hidden_dim, 1, bias=False)
         if cfg.init == "normal":
             self._init_normal(cfg.init_std)
+        if cfg.residual == "sum":
+            # The learned correction starts at exactly 0 (ReZero / ControlNet's zero layer): output = sum.
+            nn.init.zeros_(self.head.weight)
 
     def _init_normal(self, std: float) -> None:
         # All-in-one applies its BERT-style init to MELTR: Linear and Embedding weights N(0, std), Linear
@@ -228,12 +260,16 @@ class LossTransformer(Combiner):
         for layer in self.layers:
             tokens = layer(tokens)
         out = self.head(tokens.mean(dim=1)).squeeze(-1)
+        if self.cfg.residual == "sum":
+            out = x.sum(-1) + out
         return out[0] if single else out
 
     def to_official(self) -> dict[str, Tensor]:
         """Our state dict in the official ``MELTR`` key layout (one encoder layer, SE+TE only)."""
         if self.cfg.num_layers != 1 or self.cfg.embedding != "se+te":
             raise ValueError("the official MELTR has exactly one layer and both embeddings")
+        if self.cfg.residual != "none":
+            raise ValueError(f"the official MELTR has no residual: this one adds sum_t l_t (residual={self.cfg.residual!r})")
         ours_to_official = {v: k for k, v in official_to_ours_table().items()}
         return {ours_to_official[k]: v for k, v in self.state_dict().items()}
 
@@ -331,7 +367,7 @@ def load_official_meltr(
     h1 = ours["scale_embedding.fc1.weight"].shape[0]
     f = ours["layers.0.linear1.weight"].shape[0]
     cfg = LossTransformerConfig(
-        num_tasks=t, scale_hidden_dim=h1, hidden_dim=d, ffn_dim=f, num_heads=num_heads, dropout=dropout
+        num_tasks=t, scale_hidden_dim=h1, hidden_dim=d, ffn_dim=f, num_heads=num_heads, dropout=dropout, residual="none"
     )
     model = LossTransformer(cfg, loss_names)
     expected = model.state_dict()

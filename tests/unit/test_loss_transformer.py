@@ -102,10 +102,11 @@ def test_permutation_behaviour_with_and_without_task_embedding() -> None:
     perm = torch.tensor([2, 0, 3, 1])
     se = LossTransformer(LossTransformerConfig(num_tasks=4, dropout=0.0, embedding="se")).eval()
     torch.testing.assert_close(se(x[perm]), se(x))  # no task identity: a set function
-    full = LossTransformer(LossTransformerConfig(num_tasks=4, dropout=0.0)).eval()
+    # the paper's form: with residual "sum" the untrained transformer is the (symmetric) sum
+    full = LossTransformer(LossTransformerConfig(num_tasks=4, dropout=0.0, residual="none")).eval()
     assert not torch.allclose(full(x[perm]), full(x))  # the task embedding breaks the symmetry
     # ... but permuting the task-embedding rows together with the losses restores the output
-    perm_model = LossTransformer(LossTransformerConfig(num_tasks=4, dropout=0.0)).eval()
+    perm_model = LossTransformer(LossTransformerConfig(num_tasks=4, dropout=0.0, residual="none")).eval()
     perm_model.load_state_dict(full.state_dict())
     with torch.no_grad():
         perm_model.task_embedding.weight.copy_(full.task_embedding.weight[perm])
@@ -113,7 +114,9 @@ def test_permutation_behaviour_with_and_without_task_embedding() -> None:
 
 
 def test_gradient_reaches_every_parameter() -> None:
-    for cfg in (LossTransformerConfig(num_tasks=3, num_layers=2), LossTransformerConfig(num_tasks=3, norm_first=True, init="normal")):
+    # the paper's form (a zero-initialised residual head blocks every other gradient until it moves)
+    for cfg in (LossTransformerConfig(num_tasks=3, num_layers=2, residual="none"),
+                LossTransformerConfig(num_tasks=3, norm_first=True, init="normal", residual="none")):
         m = LossTransformer(cfg)
         m(torch.rand(4, 3)).sum().backward()
         for name, p in m.named_parameters():
@@ -122,7 +125,7 @@ def test_gradient_reaches_every_parameter() -> None:
 
 def test_task_weights_equal_finite_differences() -> None:
     torch.manual_seed(3)
-    m = LossTransformer(LossTransformerConfig(num_tasks=3, dropout=0.0)).double().eval()
+    m = LossTransformer(LossTransformerConfig(num_tasks=3, dropout=0.0, residual="none")).double().eval()
     x = torch.tensor([0.5, 2.0, 1.1], dtype=torch.float64)
     a = m.task_weights(x)
     eps = 1e-6
