@@ -8,6 +8,9 @@ as :class:`meltr.Trainer` uses it) and writes:
   against that loss (Fig. 3b). Points are coloured by training step.
 * ``fig4_task_weights.png``: each task weight averaged per epoch, one line per task (Fig. 4).
 
+:func:`build_weights_over_steps` draws the task weights of several runs (e.g. seeds) against the step,
+one panel per combiner, to compare how different combiners weight the same tasks.
+
 matplotlib is an optional extra (``pip install meltr[plot]``), imported only when a figure is built.
 Command line: ``meltr plot RUN_DIR [--out DIR]``. The paper's Figure 5 (three ablation runs side by
 side) is reproduction-specific and lives in ``scripts/plot_meltr.py`` of the repository.
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from meltr.log import METRICS_FILE
 from meltr.summary import RunDirError, read_run
@@ -25,7 +28,8 @@ from meltr.summary import RunDirError, read_run
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["FIG3", "FIG4", "train_records", "figure_data", "build_figures", "plot_run"]
+__all__ = ["FIG3", "FIG4", "train_records", "figure_data", "build_figures", "plot_run", "weights_over_steps",
+           "build_weights_over_steps"]
 
 FIG3 = "fig3_output_vs_losses"
 """Name (file stem) of the output/task-weight vs. loss figure."""
@@ -189,3 +193,61 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> dict[str
         fig.savefig(path, dpi=120)
         written[name] = path
     return written
+
+
+def weights_over_steps(runs: Sequence[Sequence[dict[str, Any]]]) -> dict[str, Any]:
+    """Each task's weight against the step, over several runs of one combiner (e.g. seeds).
+
+    Args:
+        runs: The logged records of each run; only :func:`train_records` are used.
+
+    Returns:
+        ``{"steps": [...], "mean": {task: [...]}, "min": {task: [...]}, "max": {task: [...]}}``: the sorted
+        steps logged by any run and, per task (first-seen order), the mean, minimum and maximum of the
+        weights the runs logged at that step (NaN where none did).
+
+    Raises:
+        ValueError: No run has a usable train record.
+    """
+    by_step: dict[int, dict[str, list[float]]] = {}
+    names: list[str] = []
+    for records in runs:
+        for r in train_records(records):
+            names.extend(n for n in r["task_weights"] if n not in names)
+            for n, w in r["task_weights"].items():
+                by_step.setdefault(int(r["step"]), {}).setdefault(n, []).append(float(w))
+    if not by_step:
+        raise ValueError("no train records with task_weights")
+    steps = sorted(by_step)
+
+    def reduce(fn: Any) -> dict[str, list[float]]:
+        return {n: [fn(by_step[s][n]) if by_step[s].get(n) else math.nan for s in steps] for n in names}
+
+    return {"steps": steps, "mean": reduce(lambda v: sum(v) / len(v)), "min": reduce(min), "max": reduce(max)}
+
+
+def build_weights_over_steps(panels: Mapping[str, Sequence[Sequence[dict[str, Any]]]], title: str | None = None) -> Figure:
+    """One panel per entry of ``panels`` (title -> the records of each run): per task, the mean weight over
+    the runs against the step (a line) and their range (a band), with the zero line dashed.
+
+    Raises:
+        ValueError: As :func:`weights_over_steps`, for any panel.
+        ImportError: matplotlib is not installed (the message says how to install it).
+    """
+    data = {name: weights_over_steps(runs) for name, runs in panels.items()}
+    figure_cls, canvas_cls, _ = _matplotlib()
+    fig = figure_cls(figsize=(3.6 * len(data) + 0.6, 3.4), layout="constrained")
+    canvas_cls(fig)
+    axes = fig.subplots(1, len(data), squeeze=False, sharey=True)[0]
+    for ax, (name, d) in zip(axes, data.items()):
+        ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
+        for task, mean in d["mean"].items():
+            (line,) = ax.plot(d["steps"], mean, label=task)
+            ax.fill_between(d["steps"], d["min"][task], d["max"][task], color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+    axes[0].set_ylabel("task weight $a_t$")
+    axes[-1].legend(title="task", fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return fig
