@@ -137,3 +137,14 @@ def test_errors_survive_pickling_for_dataloader_workers() -> None:
     assert type(back) is UnsafePickleError and str(back) == str(err) and back.global_name == "os.system"
     miss = pickle.loads(pickle.dumps(MissingDataFileError("/x/y", "file not found")))
     assert str(miss) == "/x/y: file not found"
+
+
+def test_huge_allowlisted_bytearray_is_refused_naming_the_file(tmp_path) -> None:
+    # bytearray is allow-listed; a 30-byte pickle calling bytearray(2**44) raised a bare MemoryError.
+    from data.safe_pickle import load_pickle as _load
+
+    path = tmp_path / "bomb.pkl"
+    path.write_bytes(b"\x80\x02cbuiltins\nbytearray\n(\x8a\x06\x00\x00\x00\x00\x00\x10tR.")
+    with pytest.raises(DataFormatError, match="17592186044416 bytes, above the limit") as info:
+        _load(path)
+    assert info.value.path == str(path)

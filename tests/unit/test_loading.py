@@ -104,3 +104,13 @@ def test_foreign_pickle_is_refused_without_unsafe_fallback(tmp_path) -> None:
     torch.save({"state_dict": {"a": torch.zeros(1)}, "obj": _Foreign()}, path)
     with pytest.raises(CheckpointMismatchError, match=r"evil\.bin: cannot be read safely"):
         load_official(Tiny(), path, [FINETUNE])
+
+
+@pytest.mark.parametrize("content", [b"", b"\x80", b"PK\x03\x04"], ids=["empty", "one-byte", "zip-header-only"])
+def test_empty_or_cut_file_names_the_file_instead_of_crashing_the_handler(tmp_path, content: bytes) -> None:
+    # An empty file makes torch raise EOFError() with an empty message; the handler took its first line.
+    path = tmp_path / "pytorch_model.bin"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointMismatchError, match="cannot be read safely") as info:
+        load_official(Tiny(), path, [FINETUNE])
+    assert str(path) in str(info.value) and type(info.value.__cause__).__name__ in str(info.value)
