@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Fresh clone -> (1) the CPU demo table: MELTR vs single / sum / fixed / linear on scikit-learn's digits;
+# Fresh clone -> (1) the CPU demo on scikit-learn's digits: does one MELTR run match a grid search over fixed
+# loss weights, with and without an auxiliary loss that hurts? Two tables (validation-selected test accuracy,
+# compute per method) and the learned task weights figures, in runs/demo/results.md;
 # (2) the tiny UniVL YouCook2 captioning pipeline end to end on synthetic data in the official formats
 # (MELTR fine-tune, beam decoding, pycocoevalcap table). Extra arguments go to the digits demo.
 set -euo pipefail
