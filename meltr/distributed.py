@@ -13,7 +13,9 @@ different ranks) is not formed, so those schemes are a close approximation under
 
 from __future__ import annotations
 
+import datetime
 import logging
+import math
 import os
 from typing import Sequence
 
@@ -23,7 +25,8 @@ from torch import Tensor, nn
 
 from meltr.hypergrad import Comm
 
-__all__ = ["DistComm", "is_initialized", "is_distributed", "rank", "world_size", "init_from_env", "wrap_ddp", "barrier", "broadcast_object", "gather_objects"]
+__all__ = ["DistComm", "is_initialized", "is_distributed", "rank", "world_size", "init_from_env", "collective_timeout", "wrap_ddp",
+           "barrier", "broadcast_object", "gather_objects"]
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +49,42 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def init_from_env(backend: str | None = None) -> bool:
+TIMEOUT_ENV = "MELTR_DIST_TIMEOUT"
+"""Environment variable with the collective timeout in seconds (see :func:`collective_timeout`)."""
+
+
+def collective_timeout(timeout: float | None = None) -> datetime.timedelta | None:
+    """The timeout of every collective: ``timeout`` seconds, else ``$MELTR_DIST_TIMEOUT``, else None
+    (torch's default: 30 minutes for gloo, 10 for NCCL).
+
+    A rank that froze (a stuck data worker, a dead node) then fails the others after this long with
+    torch's timeout error instead of blocking them for the default.
+
+    Raises:
+        ValueError: The value is not a finite number > 0 (the message names its source).
+    """
+    source = "timeout"
+    if timeout is None:
+        raw = os.environ.get(TIMEOUT_ENV, "").strip()
+        if not raw:
+            return None
+        source = f"${TIMEOUT_ENV}={raw!r}"
+        try:
+            timeout = float(raw)
+        except ValueError:
+            raise ValueError(f"{source}: expected the collective timeout in seconds, e.g. 600") from None
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"{source}: the collective timeout must be a finite number of seconds > 0, got {timeout}")
+    return datetime.timedelta(seconds=timeout)
+
+
+def init_from_env(backend: str | None = None, timeout: float | None = None) -> bool:
     """Initialises the default process group from torchrun's environment (``WORLD_SIZE`` > 1).
+
+    Args:
+        backend: ``nccl`` on CUDA, ``gloo`` otherwise, by default.
+        timeout: Collective timeout in seconds (see :func:`collective_timeout`); None: ``$MELTR_DIST_TIMEOUT``,
+            else torch's default. Ignored when the process group already exists.
 
     Returns:
         True if this process is part of a multi-process run.
@@ -58,7 +95,11 @@ def init_from_env(backend: str | None = None) -> bool:
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend=backend)
+        td = collective_timeout(timeout)
+        if td is not None:
+            dist.init_process_group(backend=backend, timeout=td)
+        else:
+            dist.init_process_group(backend=backend)
     return True
 
 

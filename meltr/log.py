@@ -9,6 +9,10 @@ the same records. A record is a flat-ish dict such as::
 
     {"kind": "train", "step": 12, "epoch": 0, "losses": {"cls": 1.2, "rot": 0.7},
      "combined": 1.5, "task_weights": {"cls": 0.9, "rot": 0.2}, "lr": 1e-3, "time": 3.2}
+
+A resumed run appends to the same file after a ``{"kind": "resume", "step": S, "from": path}`` marker;
+the steps the earlier attempt logged after its checkpoint are replayed, and :func:`drop_replayed` keeps
+only the records of the attempt that continued.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ __all__ = [
     "setup_logging",
     "RunLogger",
     "read_jsonl",
+    "drop_replayed",
     "reset_peak_memory",
     "peak_memory",
     "METRICS_FILE",
@@ -332,3 +337,38 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
                 raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
             records.append(obj)
     return records
+
+
+# Records a training step logs while the step counter reads ``step``, i.e. after a checkpoint of that step:
+# a resume from that checkpoint logs them again. (An ``epoch`` record of step S is logged before the save.)
+_AFTER_SAVE_KINDS = frozenset({"train", "meta", "skip"})
+
+
+def drop_replayed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` without those a resume superseded.
+
+    For each ``resume`` marker at step ``S``, an earlier record is dropped when the resumed run replays
+    it or it belongs to the abandoned continuation: its step is above ``S``; or it is a
+    ``train``/``meta``/``skip`` record of step ``S``; or an ``eval`` of step ``S`` logged again after the
+    marker (a resume from a checkpoint written before its evaluation repeats it). The markers stay.
+
+    Args:
+        records: All records in file order (e.g. from :func:`read_jsonl`).
+
+    Returns:
+        The kept records, in file order (the input when there is no marker).
+    """
+    markers = [i for i, r in enumerate(records) if r.get("kind") == "resume" and isinstance(r.get("step"), int)]
+    if not markers:
+        return records
+    dropped: set[int] = set()
+    for i in markers:
+        s = records[i]["step"]
+        evals_after = {r.get("step") for r in records[i + 1:] if r.get("kind") == "eval"}
+        for j in range(i):
+            r, step = records[j], records[j].get("step")
+            if r.get("kind") == "resume" or not isinstance(step, int):
+                continue
+            if step > s or (step == s and (r.get("kind") in _AFTER_SAVE_KINDS or (r.get("kind") == "eval" and s in evals_after))):
+                dropped.add(j)
+    return [r for j, r in enumerate(records) if j not in dropped]

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
@@ -42,7 +44,8 @@ from meltr.hypergrad import ITD, CombinedObjective, Comm, HypergradConfig, SumOb
 from meltr.interface import Combiner, LossContractError, check_losses, losses_of, stack_losses
 from meltr.optim import OptimConfig, build_optimizer, build_scheduler
 
-__all__ = ["MetaConfig", "MetaLearner", "CombinerTrainingError", "ModelCall", "unwrap_model", "to_device"]
+__all__ = ["MetaConfig", "MetaLearner", "CombinerTrainingError", "NonFiniteError", "NonFinitePolicy", "ModelCall", "unwrap_model",
+           "to_device"]
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +72,39 @@ class MetaConfig:
         default_factory=lambda: OptimConfig(name="adam", lr=1e-4, weight_decay=3e-5, schedule="constant", clip_grad_norm=10.0)
     )  # meta optimiser (official: Adam, lr 1e-4, L2 3e-5, clip 50/12/1 per backbone)
 
-    def validate(self) -> None:
-        if self.every < 1 or self.buffer_size < 1:
-            raise ValueError("every and buffer_size must be >= 1")
-        if self.gamma < 0:
-            raise ValueError(f"gamma must be >= 0, got {self.gamma}")
+    def validate(self, where: str = "") -> None:
+        """Raises ValueError naming the field (``<where>.<field>``, e.g. ``meta.gamma``) of the first invalid value."""
+        at = f"{where}." if where else ""
+        if self.every < 1:
+            raise ValueError(f"{at}every must be >= 1, got {self.every}")
+        if self.buffer_size < 1:
+            raise ValueError(f"{at}buffer_size must be >= 1, got {self.buffer_size}")
+        # NaN fails every comparison, so `gamma < 0` alone would accept it.
+        if not (math.isfinite(self.gamma) and self.gamma >= 0):
+            raise ValueError(f"{at}gamma must be a finite number >= 0, got {self.gamma}")
+        self.optim.validate(f"{at}optim")
 
 
 class CombinerTrainingError(RuntimeError):
     """The combiner cannot train the backbone (e.g. its output ignores the losses)."""
+
+
+NonFinitePolicy = Literal["raise", "skip"]
+"""What to do with a non-finite combined loss, gradient norm or hypergradient: ``raise`` a
+:class:`NonFiniteError` (the default), or ``skip`` the update (no optimiser step, gradients dropped)
+and count it, as AMP's ``GradScaler`` skips a step with inf/NaN gradients."""
+
+
+class NonFiniteError(FloatingPointError):
+    """A non-finite combined loss, gradient norm or hypergradient, caught before any optimiser step
+    (so nothing poisoned reaches the weights or a checkpoint); the message names the step, the loss
+    values and the combiner."""
+
+
+def _fmt_losses(names: Sequence[str], values: Tensor | None) -> str:
+    if values is None:
+        return "n/a"
+    return ", ".join(f"{n}={v:.4g}" for n, v in zip(names, values.detach().float().reshape(-1).tolist()))
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -159,6 +186,11 @@ class MetaLearner:
         amp_dtype: Autocast dtype for the meta step's forwards (``torch.bfloat16`` / ``torch.float16``) on
             CUDA, matching the loop's backbone step; None: full precision.
         device: Where the combiner lives; default CPU (move it with :meth:`to`).
+        nonfinite: ``"raise"`` (default): :meth:`combine` raises :class:`NonFiniteError` when finite losses
+            give a non-finite combined loss, and :meth:`step` when the hypergradient is non-finite.
+            ``"skip"``: :meth:`combine` returns the non-finite value for the loop to skip (see
+            :meth:`skip_step`), and :meth:`step` drops the meta update (the meta schedule still
+            advances) and counts it in :attr:`skipped_meta_steps`.
     """
 
     def __init__(
@@ -174,7 +206,11 @@ class MetaLearner:
         call: ModelCall | None = None,
         amp_dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
+        nonfinite: NonFinitePolicy = "raise",
     ) -> None:
+        if nonfinite not in ("raise", "skip"):
+            raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
+        self.nonfinite = nonfinite
         self.combiner_cfg = combiner if combiner is not None else CombinerConfig()
         self.cfg = meta if meta is not None else MetaConfig()
         self.cfg.validate()
@@ -208,6 +244,7 @@ class MetaLearner:
         self._hypergrad_norms: list[float] = []  # meta steps since the last pop_metrics()
         self._meta_lr: float | None = None  # the meta learning rate after the latest meta step
         self.model_name = "model"  # named in loss-contract errors
+        self.skipped_meta_steps = 0  # meta updates dropped for a non-finite hypergradient (nonfinite="skip")
 
     @classmethod
     def for_model(cls, model: nn.Module, combiner: CombinerConfig | None = None, meta: MetaConfig | None = None, *,
@@ -303,6 +340,8 @@ class MetaLearner:
         """
         losses = self.losses(output, model)
         combined = self.combine_frozen(losses)
+        if not bool(torch.isfinite(combined.detach()).all()):
+            self._nonfinite_combined(losses, combined)
         if not combined.requires_grad and losses.requires_grad:
             raise CombinerTrainingError(
                 f"{type(self.combiner).__name__} output does not depend on the losses, so it cannot train "
@@ -313,6 +352,25 @@ class MetaLearner:
         self.last_losses = losses.detach()
         self._running.append(torch.cat([self.last_losses, combined.detach().reshape(1).to(self.last_losses.dtype)]))
         return combined
+
+    def _nonfinite_combined(self, losses: Tensor, combined: Tensor) -> None:
+        """Finite losses (the contract checked them) gave a non-finite combined loss: the combiner
+        overflowed, e.g. MELTR embeds each loss value and an auxiliary loss near 1e20 overflows it."""
+        if self.nonfinite == "skip" or not bool(torch.isfinite(losses.detach()).all()):
+            return  # skip: the loop drops this step; non-finite inputs: the contract check names them
+        vals = losses.detach().float()
+        worst = int(vals.abs().argmax())
+        raise NonFiniteError(
+            f"step {self.steps}: the {self.combiner_cfg.name!r} combiner ({type(self.combiner).__name__}) turned finite losses "
+            f"into a non-finite combined loss {float(combined.detach()):.4g} (losses: {_fmt_losses(self.loss_names, vals)}); the "
+            f"largest, {self.loss_names[worst]!r}={float(vals[worst]):.4g}, is the likely cause: rescale that loss in the "
+            f"model, or set nonfinite='skip' to drop such steps"
+        )
+
+    def skip_step(self) -> None:
+        """Counts a backbone step the loop dropped (non-finite, ``nonfinite="skip"``) instead of
+        :meth:`maybe_step`: no meta step, and the step's batches do not join the buffer."""
+        self.steps += 1
 
     def combine_frozen(self, losses: Tensor) -> Tensor:
         """The combiner on a loss vector ``[..., T]`` with its parameters detached."""
@@ -505,6 +563,25 @@ class MetaLearner:
         for p, g in zip(self.meta_params, grads):
             p.grad = g.to(p.dtype)
         norm = torch.sqrt(sum((g.float() ** 2).sum() for g in grads))
+        if not bool(torch.isfinite(norm)):
+            # The hypergradient is averaged over ranks, so every rank takes the same branch.
+            if self.nonfinite == "raise":
+                self.optimizer.zero_grad(set_to_none=True)
+                raise NonFiniteError(
+                    f"meta step at step {self.steps}: non-finite hypergradient (norm {float(norm):.4g}) of the "
+                    f"{self.combiner_cfg.name!r} combiner, scheme {mcfg.hypergrad.name!r} (last losses: "
+                    f"{_fmt_losses(self.loss_names, self.last_losses)}); set nonfinite='skip' to drop such meta steps"
+                )
+            # As GradScaler: no update, but the step counts (the meta schedule advances).
+            self.optimizer.zero_grad(set_to_none=True)
+            with warnings.catch_warnings():  # the skipped optimiser step is deliberate
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                self.scheduler.step()
+            self.skipped_meta_steps += 1
+            self._meta_lr = float(self.optimizer.param_groups[0]["lr"])
+            log.warning("meta step at step %d skipped: non-finite hypergradient norm %s (%d skipped so far)",
+                        self.steps, float(norm), self.skipped_meta_steps)
+            return {"meta_lr": self._meta_lr, "skipped_meta_steps": self.skipped_meta_steps}
         if mcfg.optim.clip_grad_norm:
             nn.utils.clip_grad_norm_(self.meta_params, mcfg.optim.clip_grad_norm)
         self.optimizer.step()
@@ -527,6 +604,7 @@ class MetaLearner:
             "buffer": list(self.buffer),
             "steps": self.steps,
             "meta_pos": self.meta_pos,
+            "skipped_meta_steps": self.skipped_meta_steps,
         }
         if self.learnable:
             state["optimizer"] = self.optimizer.state_dict()
@@ -546,4 +624,5 @@ class MetaLearner:
         self.generator.set_state(state["generator"])
         self.buffer = list(state["buffer"])
         self.steps, self.meta_pos = int(state["steps"]), int(state["meta_pos"])
+        self.skipped_meta_steps = int(state.get("skipped_meta_steps", 0))  # absent before issue 14
         self._meta_iter = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable, Literal
 
@@ -28,13 +29,26 @@ class OptimConfig:
     warmup_ratio: float = 0.0  # warm-up as a fraction of the total steps
     clip_grad_norm: float | None = None  # global gradient-norm clipping; None = off
 
-    def validate(self) -> None:
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+    def validate(self, where: str = "") -> None:
+        """Raises ValueError naming the field (``<where>.<field>``) of the first invalid value.
+
+        ``where`` is the config path of this optimiser (e.g. ``meta.optim``); empty, the bare field is
+        named (:func:`meltr.config.load` adds the path itself). Each check is written so that NaN, which
+        fails every comparison, is refused too.
+        """
+        at = f"{where}." if where else ""
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"{at}lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"{at}weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        if not (math.isfinite(self.eps) and self.eps > 0):
+            raise ValueError(f"{at}eps must be a finite number > 0, got {self.eps}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"{at}warmup_steps must be >= 0, got {self.warmup_steps}")
         if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
-            raise ValueError("clip_grad_norm must be > 0 or null")
+            raise ValueError(f"{at}warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.clip_grad_norm is not None and not (math.isfinite(self.clip_grad_norm) and self.clip_grad_norm > 0):
+            raise ValueError(f"{at}clip_grad_norm must be a finite number > 0 or null, got {self.clip_grad_norm}")
 
 
 def param_groups(named: Iterable[tuple[str, nn.Parameter]], cfg: OptimConfig) -> list[dict]:

@@ -13,6 +13,8 @@ or ``meltr summary runs/my_run`` on the command line. The records it reads (see 
 * ``epoch``: ``epoch_time_s`` (training only: evaluation and checkpointing excluded), ``complete``, and
   ``peak_rss_mib`` (CPU) or ``peak_cuda_allocated_mib`` (CUDA);
 * ``summary``: written when ``fit()`` returns, with ``best`` (``metric``, ``value``, ``step``);
+* ``resume``: a resumed run's marker; the records it supersedes (steps the earlier attempt logged after
+  its checkpoint, replayed by the resumed run) are left out (:func:`meltr.log.drop_replayed`);
 * ``meta`` and any other kind are counted but not summarised.
 
 The paper's tables (paper numbers beside ours) stay in ``scripts/summarize.py`` of the repository.
@@ -24,7 +26,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from meltr.log import METRICS_FILE, read_jsonl
+from meltr.log import METRICS_FILE, drop_replayed, read_jsonl
 
 __all__ = ["RunDirError", "DEFAULT_WINDOW", "read_run", "summarize_records", "summarize_run", "to_markdown"]
 
@@ -101,7 +103,8 @@ def summarize_records(records: Sequence[dict[str, Any]], window: int = DEFAULT_W
     Returns:
         A JSON-serialisable dict:
 
-        * ``records``: number of records; ``finished``: whether a ``summary`` record exists (``fit()`` returned);
+        * ``records``: number of records; ``resumes``: how many times the run was resumed; ``replayed``: records
+          left out as superseded by a resume (see the module docstring); ``finished``: whether a ``summary`` record exists (``fit()`` returned);
         * ``steps``: largest ``step`` logged (None without any); ``epochs``: distinct epochs that have an
           ``epoch`` record (an epoch resumed mid-way counts once);
         * ``train_time_s``: training wall time, the sum of every ``epoch_time_s`` (evaluation and
@@ -119,6 +122,8 @@ def summarize_records(records: Sequence[dict[str, Any]], window: int = DEFAULT_W
     """
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
+    raw = len(records)
+    records = drop_replayed(list(records))
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for r in records:
         by_kind.setdefault(str(r.get("kind")), []).append(r)
@@ -133,7 +138,9 @@ def summarize_records(records: Sequence[dict[str, Any]], window: int = DEFAULT_W
             if key.startswith("peak_") and isinstance(value, (int, float)):
                 peaks[key] = max(peaks.get(key, -math.inf), float(value))
     return {
-        "records": len(records),
+        "records": raw,
+        "resumes": len(by_kind.get("resume", [])),
+        "replayed": raw - len(records),
         "finished": "summary" in by_kind,
         "steps": max(steps) if steps else None,
         "epochs": len({e.get("epoch") for e in epochs}),

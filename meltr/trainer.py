@@ -20,7 +20,10 @@ import contextlib
 import datetime
 import itertools
 import logging
+import math
+import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, Mapping
@@ -34,11 +37,11 @@ from meltr.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, r
 from meltr.config import to_dict
 from meltr.interface import LossContractError
 from meltr.log import RunLogger, peak_memory, reset_peak_memory, setup_logging
-from meltr.meta_learner import CombinerTrainingError, MetaConfig, MetaLearner, to_device
+from meltr.meta_learner import CombinerTrainingError, MetaConfig, MetaLearner, NonFiniteError, NonFinitePolicy, to_device
 from meltr.optim import OptimConfig, build_optimizer, build_scheduler
 from meltr.sampler import EpochSampler
 
-__all__ = ["MetaConfig", "TrainerConfig", "Trainer", "CombinerTrainingError"]
+__all__ = ["MetaConfig", "TrainerConfig", "Trainer", "CombinerTrainingError", "NonFiniteError"]
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +67,24 @@ class TrainerConfig:
     checkpoint_every: int | None = None  # steps between last.pt saves (always at epoch end and at the end)
     seed: int = 0  # seed of the meta-batch draws (identical on all ranks)
     tensorboard: bool = True  # write TensorBoard scalars beside metrics.jsonl
+    nonfinite: NonFinitePolicy = "raise"  # non-finite combined loss / grad norm / hypergradient: raise, or skip the update and count it
+    dist_timeout_s: float | None = None  # collective timeout under torchrun (None: $MELTR_DIST_TIMEOUT, else torch's default)
 
     def validate(self) -> None:
-        if self.epochs < 1 or self.grad_accum < 1 or self.log_every < 1:
-            raise ValueError("epochs, grad_accum and log_every must be >= 1")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError("max_steps must be >= 1 or null")
+        """Raises ValueError naming the field of the first invalid value (nested: ``optim.lr``, ``meta.gamma``)."""
+        for name in ("epochs", "grad_accum", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_steps", "eval_every", "checkpoint_every"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or null, got {value}")
+        if self.nonfinite not in ("raise", "skip"):
+            raise ValueError(f"nonfinite must be 'raise' or 'skip', got {self.nonfinite!r}")
+        if self.dist_timeout_s is not None and not (math.isfinite(self.dist_timeout_s) and self.dist_timeout_s > 0):
+            raise ValueError(f"dist_timeout_s must be a finite number > 0 or null, got {self.dist_timeout_s}")
+        self.optim.validate("optim")
+        self.meta.validate("meta")
 
 
 def _announce_epoch(loader: Iterable, epoch: int) -> None:
@@ -112,6 +127,11 @@ def _shard_loader(loader: Iterable, seed: int) -> Iterable:
     )
 
 
+def _rank_file(path: Path, rank: int, save_id: str) -> Path:
+    """Where rank ``rank`` > 0 writes its part of the checkpoint set committed as ``path``."""
+    return path.with_name(f"{path.name}.rank{rank}.{save_id}")
+
+
 class Trainer:
     """Bi-level fine-tuning of a :class:`meltr.interface.MultiLossModel`.
 
@@ -141,11 +161,10 @@ class Trainer:
         run_config: Mapping[str, Any] | None = None,
     ) -> None:
         cfg.validate()
-        cfg.meta.validate()
         self.cfg = cfg
         if not logging.getLogger().handlers and not logging.getLogger("meltr").handlers:
             setup_logging()  # nobody configured logging: show the progress lines (rank 0, stderr)
-        D.init_from_env()  # under torchrun: join the process group before anything asks for the rank
+        D.init_from_env(timeout=cfg.dist_timeout_s)  # under torchrun: join the process group before anything asks for the rank
         if device is None:
             device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -157,7 +176,12 @@ class Trainer:
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp] if self.device.type == "cuda" else None
         self.meta = MetaLearner.for_model(model, cfg.combiner, cfg.meta, primary=cfg.primary, seed=cfg.seed, total_steps=self.total_steps,
-                                          meta_loader=meta_loader, amp_dtype=self.amp_dtype, device=self.device)
+                                          meta_loader=meta_loader, amp_dtype=self.amp_dtype, device=self.device,
+                                          nonfinite=cfg.nonfinite)
+        if meta_loader is not None and self.meta.learnable and cfg.meta.source == "loader" \
+                and hasattr(meta_loader, "generator") and not isinstance(getattr(meta_loader, "generator"), torch.Generator):
+            log.warning("meta_loader has no generator: creating its iterator consumes the global RNG, so resume is not bit-exact "
+                        "(give it generator=torch.Generator())")
         self.loss_names, self.primary = self.meta.loss_names, self.meta.primary
         self.primary_index = self.meta.primary_index
         self.net = D.wrap_ddp(self.model, self.device)
@@ -178,6 +202,8 @@ class Trainer:
         self._t0 = time.perf_counter()
         self._fit_start: tuple[float, int] | None = None  # (time, step) when fit() began, for the ETA
         self._warned_generator = False
+        self.skipped_steps = 0  # backbone updates dropped for a non-finite loss or gradient (nonfinite="skip")
+        self._pending_eval = False  # resumed from a last.pt written before its evaluation: evaluate first
         self.epoch_stats: list[dict[str, Any]] = []  # per-epoch time and peak memory of this process's fit()
 
     @property
@@ -230,8 +256,22 @@ class Trainer:
             combined_sum += combined.detach()
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
+        params = [p for _, p in self.named_params]
         if self.cfg.optim.clip_grad_norm:
-            nn.utils.clip_grad_norm_([p for _, p in self.named_params], self.cfg.optim.clip_grad_norm)
+            norm = nn.utils.clip_grad_norm_(params, self.cfg.optim.clip_grad_norm)  # the norm before clipping
+        elif self.scaler is None:
+            norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        # Caught before optimizer.step(), so a poisoned update never reaches the weights or last.pt. The
+        # combined loss is the global mean and the gradients are all-reduced, so every rank agrees. Under
+        # fp16 the GradScaler owns inf/NaN gradients (it skips such steps and lowers its scale).
+        bad = None
+        if not bool(torch.isfinite(combined_sum)):
+            bad = f"non-finite combined loss {float(combined_sum / n):.4g}"
+        elif self.scaler is None and not bool(torch.isfinite(norm)):
+            bad = f"non-finite gradient norm {float(norm):.4g} with a finite combined loss {float(combined_sum / n):.4g}"
+        record = {"losses": loss_sum / n, "combined": combined_sum / n}
+        if bad is not None:
+            return self._nonfinite_step(bad, record)
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -241,13 +281,35 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
         meta = self.meta.maybe_step(self.model, *micro_batches, lr=self._lr())
-        record = {"losses": loss_sum / n, "combined": combined_sum / n}
         if self.step % self.cfg.log_every == 0:
             self._log_train(record["losses"], float(record["combined"]))
         if meta:
             self.logger.log({"kind": "meta", "step": self.step, "epoch": self.epoch, **meta})
         self.step += 1
         return {**record, **meta}
+
+    def _nonfinite_step(self, what: str, record: dict[str, Any]) -> dict[str, Any]:
+        """A step whose combined loss or gradient norm is not finite: raise naming the step, the losses
+        and the combiner (``nonfinite="raise"``), or drop the update and count it (``"skip"``: gradients
+        zeroed, no optimiser step, the schedule still advances, as ``GradScaler`` does on inf/NaN)."""
+        losses = ", ".join(f"{k}={v:.4g}" for k, v in zip(self.loss_names, record["losses"].tolist()))
+        where = f"step {self.step} (epoch {self.epoch}): {what}; losses {losses}; combiner {self.meta.combiner_cfg.name!r}"
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler:
+            self.scaler.update()  # unscale_ ran: the scaler must close this step
+        if self.cfg.nonfinite == "raise":
+            raise NonFiniteError(f"{where}. Nothing was applied (the weights are those before this step); "
+                                 f"set trainer.nonfinite=skip to drop such steps instead")
+        with warnings.catch_warnings():  # the skipped optimiser step is deliberate
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            self.scheduler.step()
+        self.meta.skip_step()
+        self.skipped_steps += 1
+        log.warning("%s: update skipped (%d skipped so far)", where, self.skipped_steps)
+        self.logger.log({"kind": "skip", "step": self.step, "epoch": self.epoch, "reason": what,
+                         "skipped_steps": self.skipped_steps})
+        self.step += 1
+        return {**record, "skipped": True}
 
     # ------------------------------------------------------------------ logging / eval
 
@@ -264,6 +326,7 @@ class Trainer:
                 "task_weights": dict(zip(self.loss_names, ws)),
                 "lr": self._lr(),
                 "time": time.perf_counter() - self._t0,
+                "skipped_steps": self.skipped_steps,
             }
         )
         self.logger.progress(0, loss=combined, **{self.primary: vals[self.primary_index]})
@@ -305,7 +368,16 @@ class Trainer:
                 raise KeyError(f"best_metric {name!r} not in eval metrics {sorted(self.last_metrics)}")
             value = self.last_metrics[name]
             old = self.best["value"]
-            better = old is None or (value > old if self.cfg.best_mode == "max" else value < old)
+            if old is not None and not math.isfinite(old):
+                old = None  # a non-finite best (from an older checkpoint) must not freeze best.pt
+            if not math.isfinite(value):
+                # `value > nan` never holds: a NaN best would freeze best.pt for the rest of the run. A
+                # non-finite value is "not better"; later values are compared with the last finite best.
+                log.warning("eval at step %d: best_metric %s is %s, not a candidate for best.pt (best stays %s)",
+                            self.step, name, value, "none" if old is None else f"{old:.4g} at step {self.best['step']}")
+                better = False
+            else:
+                better = old is None or (value > old if self.cfg.best_mode == "max" else value < old)
             if better:
                 self.best = {"metric": name, "value": value, "step": self.step}
                 if self.run_dir is not None:
@@ -358,6 +430,8 @@ class Trainer:
             "epoch": self.epoch,
             "metrics": self.last_metrics,
             "best": self.best,
+            "skipped_steps": self.skipped_steps,
+            "skipped_meta_steps": self.meta.skipped_meta_steps,
             "epochs": self.epoch_stats,
             "mean_epoch_time_s": sum(complete) / len(complete) if complete else None,
             **peaks,
@@ -375,6 +449,11 @@ class Trainer:
         """
         accum = self.cfg.grad_accum
         self._fit_start = (time.perf_counter(), self.step)
+        if self._pending_eval:
+            # Resumed from a last.pt written just before its evaluation (the run stopped inside it):
+            # run that evaluation now, from the same state, as the uninterrupted run did.
+            self._pending_eval = False
+            self._save_and_evaluate(evaluate=True, save=self.run_dir is not None, pre_save=False)
         if self.rank == 0:
             log.info("training %s for %d steps (%d per epoch) from step %d: combiner %s, primary loss %r, %d rank(s), %s",
                      type(self.model).__name__, self.total_steps, self.steps_per_epoch, self.step, self.meta.combiner_cfg.name,
@@ -391,10 +470,8 @@ class Trainer:
                 self.batch_in_epoch += len(micro)
                 micro = []
                 self.logger.progress(1)
-                if self.cfg.eval_every and self.step % self.cfg.eval_every == 0:
-                    self.evaluate()
-                if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0 and self.run_dir is not None:
-                    self.save(self.run_dir / "last.pt")
+                self._save_and_evaluate(evaluate=bool(self.cfg.eval_every) and self.step % self.cfg.eval_every == 0,
+                                        save=bool(self.cfg.checkpoint_every) and self.step % self.cfg.checkpoint_every == 0)
                 if self.step >= self.total_steps:
                     break
             self._log_epoch(started, first_batch)
@@ -405,10 +482,7 @@ class Trainer:
                 break
             self.epoch += 1
             self.batch_in_epoch = 0
-            if not self.cfg.eval_every:
-                self.evaluate()
-            if self.run_dir is not None:
-                self.save(self.run_dir / "last.pt")
+            self._save_and_evaluate(evaluate=not self.cfg.eval_every, save=True)
         self._finish()
         summary = self._summary()
         self.logger.log({"kind": "summary", **summary})
@@ -422,10 +496,33 @@ class Trainer:
 
     def _finish(self) -> None:
         """The final evaluation and ``last.pt``, unless the end of the last epoch already wrote them."""
+        unsaved = self.run_dir is not None and self._saved_at != self.step
         if self._evaluated_at != self.step:
+            # A last.pt of this very step already on disk (checkpoint_every) holds the same training
+            # state: no need to write it again before the evaluation, only after it (the metrics).
+            self._save_and_evaluate(evaluate=True, save=self.run_dir is not None, pre_save=unsaved)
+        elif unsaved:
+            self.save(self.run_dir / "last.pt")  # type: ignore[operator]
+
+    def _save_and_evaluate(self, *, evaluate: bool, save: bool, pre_save: bool = True) -> None:
+        """One checkpoint/evaluation point, in the order that loses nothing.
+
+        ``last.pt`` is written *before* the evaluation (marked ``pending_eval``, so that a run resumed
+        from it evaluates first, exactly as the uninterrupted run did): a crash or a kill inside the
+        evaluation loses no training. The evaluation then updates ``best.pt``, and ``last.pt`` is
+        written again because the evaluation changed what it records (``metrics``, ``best``), which
+        ``scripts/evaluate.py`` and the row tests read from the final ``last.pt``. Without an
+        ``eval_fn`` the evaluation changes nothing and ``last.pt`` is written once. The second write
+        costs one more save per evaluation point; the alternative (saving only after the evaluation)
+        is what lost a whole epoch to a crash in the evaluation.
+        """
+        last = self.run_dir / "last.pt" if (save and self.run_dir is not None) else None
+        evaluating = evaluate and self.eval_fn is not None
+        if last is not None and pre_save:
+            self.save(last, pending_eval=evaluating)
+        if evaluate:
             self.evaluate()
-        last = self.run_dir / "last.pt" if self.run_dir is not None else None
-        if last is not None and self._saved_at != self.step:
+        if last is not None and evaluating:
             self.save(last)
 
     # ------------------------------------------------------------------ checkpoints
@@ -466,21 +563,45 @@ class Trainer:
             "batch_in_epoch": self.batch_in_epoch,
             "world_size": D.world_size(),
             "rng": rng_state(),
+            "skipped_steps": self.skipped_steps,
         }
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         return state
 
-    def save(self, path: str | Path) -> None:
-        """Writes the training state atomically (rank 0), plus ``<path>.rank<r>`` per other rank."""
+    def save(self, path: str | Path, *, pending_eval: bool = False) -> None:
+        """Writes the training state as one commit: the rank files first, ``path`` last.
+
+        Under data parallelism every rank ``r > 0`` writes its own state (RNG, meta RNG, buffer) to
+        ``<path>.rank<r>.<save_id>``, stamped with the step and a per-save id; after a barrier confirms
+        that every rank file is on disk, rank 0 writes ``path`` (the full state and the commit record,
+        naming the same ``save_id``), as ``torch.distributed.checkpoint`` writes ``.metadata`` last. Only
+        after a second barrier are the rank files of earlier saves removed, so a job killed at any point
+        leaves a complete set: the previous one or the new one. Every file is written atomically.
+
+        Args:
+            path: Usually ``run_dir/last.pt``.
+            pending_eval: Marks a state written just before an evaluation; resuming from it runs that
+                evaluation first.
+        """
         path = Path(path)
+        # os.urandom, not torch: a save must never draw from the RNGs it records.
+        save_id = f"s{self.step:08d}-{os.urandom(4).hex()}"
+        if D.is_distributed():
+            save_id = str(D.broadcast_object(save_id))
+            if self.rank > 0:
+                save_checkpoint({"format_version": FORMAT_VERSION, "kind": "rank", "rank": self.rank, "step": self.step,
+                                 "save_id": save_id, **self._rank_state()}, _rank_file(path, self.rank, save_id))
+            D.barrier()  # every rank file is on disk before the commit record
         if self.rank == 0:
-            save_checkpoint(self.state_dict(), path)
-        else:
-            save_checkpoint({"format_version": FORMAT_VERSION, **self._rank_state()}, Path(f"{path}.rank{self.rank}"))
+            save_checkpoint({**self.state_dict(), "save_id": save_id, "pending_eval": pending_eval}, path)
         if self.run_dir is not None and path == self.run_dir / "last.pt":
             self._saved_at = self.step
-        D.barrier()
+        D.barrier()  # committed: the older sets can go
+        if self.rank > 0:
+            for old in [*path.parent.glob(f"{path.name}.rank{self.rank}.s*"), path.with_name(f"{path.name}.rank{self.rank}")]:
+                if old.name != _rank_file(path, self.rank, save_id).name:
+                    old.unlink(missing_ok=True)
 
     def save_weights(self, path: str | Path) -> None:
         """Writes :meth:`weights_dict` atomically on rank 0 (``best.pt``: no optimiser state, no buffer)."""
@@ -505,17 +626,55 @@ class Trainer:
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self.best, self.last_metrics = dict(state["best"]), dict(state["metrics"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))  # absent before issue 14
+        self._pending_eval = bool(state.get("pending_eval", False))
         set_rng_state(state["rng"])
 
     def resume(self, path: str | Path) -> None:
-        """Loads ``path`` (and this rank's ``path.rank<r>`` file) to continue training exactly."""
+        """Loads ``path`` (and this rank's ``<path>.rank<r>.<save_id>`` file) to continue training exactly.
+
+        Under data parallelism the ranks first compare what they read: a set whose rank files are
+        missing or come from another save than ``path`` is refused on every rank with a
+        :class:`~meltr.checkpoint.CheckpointError` naming each file and its step. Logs a ``resume``
+        record (``step``, ``from``) to ``metrics.jsonl``: records after it with a step at or below an
+        earlier record's step are replayed steps of the resumed run.
+        """
+        path = Path(path)
         state = dict(load_checkpoint(path, map_location=self.device))
-        if self.rank > 0:
-            local = load_checkpoint(f"{path}.rank{self.rank}", map_location=self.device)
+        if D.is_distributed() and state.get("world_size") == D.world_size():
+            self._check_set(path, state)
+        self.load_state_dict(state)
+        self.logger.log({"kind": "resume", "step": self.step, "epoch": self.epoch, "from": str(path)})
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch)
+
+    def _check_set(self, path: Path, state: dict[str, Any]) -> None:
+        """Merges this rank's file into ``state`` after every rank confirmed that its file belongs to
+        the save ``path`` commits (the same ``save_id`` and step); raises on all ranks otherwise."""
+        save_id = state.get("save_id")
+        local: Mapping[str, Any] | None = None
+        if self.rank == 0:
+            info = (str(path), state.get("step"), save_id, None)
+        else:
+            # Sets written before issue 14 have no save_id: their rank file is <path>.rank<r>, unchecked.
+            rank_path = _rank_file(path, self.rank, save_id) if save_id else path.with_name(f"{path.name}.rank{self.rank}")
+            try:
+                local = load_checkpoint(rank_path, map_location=self.device)
+                info = (str(rank_path), local.get("step"), local.get("save_id"), None)
+            except (OSError, CheckpointError) as exc:
+                info = (str(rank_path), None, None, str(exc))
+        infos = D.gather_objects(info)  # every rank sees every rank's answer, so all raise or none does
+        broken = [i for i in infos[1:] if i[3] is not None or (save_id is not None and (i[2] != save_id or i[1] != infos[0][1]))]
+        if broken:
+            listing = "; ".join(f"{f}: " + (f"unreadable ({err})" if err else f"step {st}, save {sid}") for f, st, sid, err in infos)
+            raise CheckpointError(
+                f"{path} and its rank files are not one checkpoint set ({listing}): resume from a complete set "
+                f"(every rank file with the save id {save_id} that {path.name} names)"
+            )
+        if save_id is None:
+            log.warning("%s has no save id (written before issue 14): its rank files cannot be checked against it", path)
+        if local is not None:
             state["rng"] = local["rng"]
             state["meta"] = {**state.get("meta", {}), **local["meta"]}
-        self.load_state_dict(state)
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch)
 
     def export(self, path: str | Path) -> Path:
         """Writes the model's weights alone to a ``safetensors`` file, loadable into the bare model with

@@ -9,11 +9,14 @@
 set -euo pipefail
 BACKBONE="$1"; ROW="$2"; shift 2
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+NGPU="${NGPU:-1}"
+case "$NGPU" in  # checked first: `[ "$NGPU" -gt 1 ]` below would fail with a bare "integer expression expected"
+  *[!0-9]*|0*) echo "error: NGPU must be a whole number of GPUs >= 1 (got '$NGPU')" >&2; exit 2 ;;
+esac
 source scripts/_setup.sh
 CONFIG="configs/${BACKBONE}/${ROW}.yaml"
 [ -f "$CONFIG" ] || { echo "error: no config $CONFIG for row $ROW of $BACKBONE" >&2; exit 2; }
 METHOD="${METHOD:-meltr}"
-NGPU="${NGPU:-1}"
 TINY="${TINY:-0}"
 OUTPUT_DIR="${OUTPUT_DIR:-runs/${BACKBONE}_${ROW}_${METHOD}$([ "$TINY" = 1 ] && echo _tiny || true)}"
 yaml_get() {  # yaml_get data.dataset -> the value in $CONFIG

@@ -36,7 +36,7 @@ from typing import Any, Callable, Literal, Sequence
 
 import yaml
 
-from meltr.log import METRICS_FILE, read_jsonl
+from meltr.log import METRICS_FILE, drop_replayed, read_jsonl
 from scripts.paper_results import NOTES, PAPER, ROW_LABELS
 
 __all__ = ["ROW_FILE", "Column", "TableSpec", "TABLES", "RunResult", "read_run", "build_tables", "to_markdown",
@@ -176,7 +176,8 @@ def read_run(run_dir: str | Path, select: Select = "best") -> RunResult:
         return res
     metrics_path = run_dir / METRICS_FILE
     try:
-        records = read_jsonl(metrics_path) if metrics_path.is_file() else []
+        # a resumed run's replayed steps count once (the resumed attempt's records win)
+        records = drop_replayed(read_jsonl(metrics_path)) if metrics_path.is_file() else []
     except ValueError as err:  # names the file and the line
         res.status, res.message = "unreadable", str(err)
         return res
