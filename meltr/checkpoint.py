@@ -41,6 +41,7 @@ __all__ = [
     "FORMAT_VERSION",
     "CheckpointError",
     "check_weights_only",
+    "read_weights",
     "save_checkpoint",
     "load_checkpoint",
     "rng_state",
@@ -308,27 +309,17 @@ def _fsync_dir(directory: Path) -> None:
         os.close(dir_fd)
 
 
-def load_checkpoint(
-    path: str | os.PathLike, map_location: str | torch.device | None = "cpu"
-) -> dict:
-    """Loads a checkpoint written by :func:`save_checkpoint`, safely.
+def read_weights(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with every failure raised as :class:`CheckpointError` naming the file.
 
-    Uses ``torch.load(..., weights_only=True)`` only; a file that needs arbitrary unpickling is
-    refused, never retried unsafely. Files written by an older meltr are upgraded to
-    :data:`FORMAT_VERSION` in memory.
-
-    Args:
-        path: Checkpoint file.
-        map_location: Passed to ``torch.load``; ``"cpu"`` by default so that a GPU checkpoint
-            loads anywhere.
-
-    Returns:
-        The state dict, with ``format_version == FORMAT_VERSION``.
+    The reading half of :func:`load_checkpoint`, for any torch file (e.g. an official MELTR state dict): no
+    ``format_version`` is required and nothing is upgraded. Never falls back to unrestricted unpickling.
 
     Raises:
         FileNotFoundError: If ``path`` is not an existing file.
-        CheckpointError: If the file is truncated or corrupt, contains a non-allowlisted global,
-            is not a dict with ``format_version``, or has a version this meltr cannot read.
+        PermissionError: If it cannot be opened (the message names it).
+        CheckpointError: If the file is truncated or corrupt (every cut point of a torch file: ``EOFError``,
+            torch's ``RuntimeError``, ``OSError [Errno 22]`` ...) or names a global the safe loader refuses.
     """
     path = Path(path)
     if not path.is_file():
@@ -357,6 +348,34 @@ def load_checkpoint(
             f"cannot read checkpoint {path}: truncated, corrupt, or not written by torch.save "
             f"({detail})"
         ) from exc
+
+    return state
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device | None = "cpu"
+) -> dict:
+    """Loads a checkpoint written by :func:`save_checkpoint`, safely.
+
+    Uses ``torch.load(..., weights_only=True)`` only; a file that needs arbitrary unpickling is
+    refused, never retried unsafely. Files written by an older meltr are upgraded to
+    :data:`FORMAT_VERSION` in memory.
+
+    Args:
+        path: Checkpoint file.
+        map_location: Passed to ``torch.load``; ``"cpu"`` by default so that a GPU checkpoint
+            loads anywhere.
+
+    Returns:
+        The state dict, with ``format_version == FORMAT_VERSION``.
+
+    Raises:
+        FileNotFoundError: If ``path`` is not an existing file.
+        CheckpointError: If the file is truncated or corrupt, contains a non-allowlisted global,
+            is not a dict with ``format_version``, or has a version this meltr cannot read.
+    """
+    path = Path(path)
+    state = read_weights(path, map_location)
 
     if not isinstance(state, dict):
         raise CheckpointError(

@@ -481,3 +481,22 @@ def test_temp_name_carries_host_and_pid(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(ck.os, "replace", spy)
     save_checkpoint({"x": 1}, tmp_path / "c.pt")
     assert seen and seen[0].startswith(f".c.pt.{ck._HOST}.{os.getpid()}.") and seen[0].endswith(".tmp")
+
+
+def test_read_weights_reads_any_torch_file_and_names_it_when_damaged(tmp_path: Path) -> None:
+    # The helper load_official_meltr can use: no format_version needed, every failure a CheckpointError.
+    from meltr.checkpoint import read_weights
+
+    path = tmp_path / "meltr_official.pt"
+    torch.save({"task_embedding.weight": torch.ones(3, 4)}, path)
+    assert torch.equal(read_weights(path)["task_embedding.weight"], torch.ones(3, 4))
+    data = path.read_bytes()
+    for cut in sorted({0, 1, len(data) - 1} | set(range(0, len(data), max(1, len(data) // 30)))):
+        bad = tmp_path / f"cut{cut}.pt"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(CheckpointError, match="cannot read checkpoint") as info:
+            read_weights(bad)
+        assert str(bad) in str(info.value)
+    torch.save({"x": collections.defaultdict(list)}, path)
+    with pytest.raises(CheckpointError, match="collections.defaultdict"):
+        read_weights(path)
