@@ -179,7 +179,8 @@ def test_code_execution_official_meltr_file_is_refused(tmp_path: Path) -> None:
     for name, payload in _payloads(marker).items():
         path = tmp_path / f"{name}.pt"
         torch.save({"state_dict": {"x": payload}}, path)
-        with pytest.raises(pickle.UnpicklingError):
+        # Today torch's own UnpicklingError; a CheckpointError naming the file once it reads through read_weights.
+        with pytest.raises((pickle.UnpicklingError, RuntimeError)):
             load_official_meltr(path)
         assert not marker.exists()
 
