@@ -643,7 +643,18 @@ class Trainer:
         state = dict(load_checkpoint(path, map_location=self.device))
         if D.is_distributed() and state.get("world_size") == D.world_size():
             self._check_set(path, state)
-        self.load_state_dict(state)
+        saved = ((state.get("config") or {}).get("trainer") or {}).get("combiner") or {}
+        ours = self.meta.combiner_cfg.name
+        if isinstance(saved, dict) and saved.get("name") not in (None, ours):
+            raise CheckpointError(f"{path} was written by a run with the {saved['name']!r} combiner, this run uses {ours!r}: "
+                                  f"resume with trainer.combiner.name={saved['name']}, or start a new run")
+        try:
+            self.load_state_dict(state)
+        except CheckpointError:
+            raise
+        except (KeyError, RuntimeError) as exc:  # a state dict of another model or combiner size
+            raise CheckpointError(f"cannot resume from {path}: it does not fit this run ({type(exc).__name__}: "
+                                  f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r})") from exc
         self.logger.log({"kind": "resume", "step": self.step, "epoch": self.epoch, "from": str(path)})
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch)
 
