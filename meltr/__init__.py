@@ -20,7 +20,7 @@ from meltr.baselines import COMBINERS, CombinerConfig, build_combiner
 from meltr.hypergrad import HYPERGRADS, HypergradConfig
 from meltr.interface import LossContractError, MultiLossModel
 from meltr.loss_transformer import PRESETS, LossTransformerConfig
-from meltr.meta_learner import CombinerTrainingError, MetaConfig, MetaLearner
+from meltr.meta_learner import CombinerTrainingError, MetaConfig, MetaLearner, NonFiniteError
 from meltr.optim import OptimConfig
 from meltr.sampler import EpochSampler
 from meltr.trainer import Trainer, TrainerConfig
@@ -42,6 +42,7 @@ __all__ = [
     "MetaConfig",
     "MetaLearner",
     "MultiLossModel",
+    "NonFiniteError",
     "OptimConfig",
     "Trainer",
     "TrainerConfig",

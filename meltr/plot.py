@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from meltr.log import METRICS_FILE
+from meltr.log import METRICS_FILE, drop_replayed
 from meltr.summary import RunDirError, read_run
 
 if TYPE_CHECKING:
@@ -41,9 +41,12 @@ FIG4 = "fig4_task_weights"
 def train_records(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ``train`` records that carry a non-empty ``task_weights`` dict, in log order.
 
-    Records of other kinds (``meta``, ``eval``, ``epoch``, ``summary``) are dropped.
+    Records of other kinds (``meta``, ``eval``, ``epoch``, ``summary``) are dropped, and so are records a
+    resume superseded (:func:`meltr.log.drop_replayed`).
     """
-    return [r for r in records if r.get("kind") == "train" and isinstance(r.get("task_weights"), dict) and r["task_weights"]]
+    # A resumed run replays steps after its checkpoint: plot each step once (the resumed run's records).
+    kept = drop_replayed(list(records))
+    return [r for r in kept if r.get("kind") == "train" and isinstance(r.get("task_weights"), dict) and r["task_weights"]]
 
 
 def figure_data(records: Sequence[dict[str, Any]]) -> dict[str, Any]:

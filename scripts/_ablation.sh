@@ -38,11 +38,12 @@ PY
 }
 
 write_row started
-# The trainer appends to metrics.jsonl (so that --resume continues it); a fresh run of the row must not
-# mix its records with an earlier run's, so those move aside.
+# A fresh run of the row (no --resume) replaces an earlier run in OUTPUT_DIR: its metrics.jsonl moves aside
+# (kept, dated), and scripts.train is told to overwrite the earlier checkpoints (it refuses otherwise).
 case " $* " in
   *" --resume "*|*" --resume="*) ;;
-  *) if [ -f "$OUTPUT_DIR/metrics.jsonl" ]; then mv "$OUTPUT_DIR/metrics.jsonl" "$OUTPUT_DIR/metrics.$(date +%Y%m%d-%H%M%S).jsonl"; fi ;;
+  *) if [ -f "$OUTPUT_DIR/metrics.jsonl" ]; then mv "$OUTPUT_DIR/metrics.jsonl" "$OUTPUT_DIR/metrics.$(date +%Y%m%d-%H%M%S).jsonl"; fi
+     if [ -e "$OUTPUT_DIR/last.pt" ] || [ -e "$OUTPUT_DIR/best.pt" ]; then set -- "$@" --overwrite; fi ;;
 esac
 log="$OUTPUT_DIR/train.stderr.log"
 set +e

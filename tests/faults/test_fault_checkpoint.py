@@ -130,8 +130,6 @@ def test_save_time_check_refuses_before_writing(tmp_path: Path) -> None:
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 
-@pytest.mark.xfail(reason="meltr/trainer.py resume and meltr/meta_learner.py load_state_dict (part A's files) raise "
-                          "torch's raw state_dict RuntimeError; see the issue-14 report for the change", strict=False)
 def test_resuming_a_sum_checkpoint_as_meltr_names_the_file_and_both_combiners(tmp_path: Path) -> None:
     def cfg(name: str) -> TrainerConfig:
         return TrainerConfig(
