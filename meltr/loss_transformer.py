@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from meltr.checkpoint import read_weights
 from meltr.interface import Combiner
 
 __all__ = [
@@ -352,12 +353,15 @@ def load_official_meltr(
         loss_names: Optional names of the T losses.
         num_heads: Attention heads of the official module.
         dropout: Dropout of the official module (its ``nn.TransformerEncoderLayer`` default is 0.1).
+
+    Raises:
+        FileNotFoundError: ``source`` is a path that does not exist.
+        meltr.checkpoint.CheckpointError: The file is truncated, corrupt or holds a global the safe loader refuses.
+        OfficialKeyError: The state dict does not match the official key table or its shapes.
     """
     name = str(source) if isinstance(source, (str, os.PathLike)) else "<state_dict>"
     if isinstance(source, (str, os.PathLike)):
-        if not os.path.exists(source):
-            raise FileNotFoundError(f"official MELTR state dict not found: {source}")
-        state = torch.load(source, map_location="cpu", weights_only=True)
+        state = read_weights(source)  # weights_only; a missing, truncated or unsafe file is named in the error
         if isinstance(state, Mapping) and "state_dict" in state:
             state = state["state_dict"]
     else:
