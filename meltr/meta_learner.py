@@ -594,6 +594,12 @@ class MetaLearner:
 
     # ------------------------------------------------------------------ state
 
+    def _combiner_form(self) -> str | None:
+        """The loss transformer's resolved ``residual`` form (``none``: the paper's, ``sum``), None for
+        other combiners."""
+        cfg = getattr(self.combiner, "cfg", None)
+        return getattr(cfg, "residual", None)
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: combiner, meta optimiser and schedule, meta RNG,
         buffer, counters (tensors and plain containers only: loads with ``weights_only=True``)."""
@@ -606,6 +612,9 @@ class MetaLearner:
             "meta_pos": self.meta_pos,
             "skipped_meta_steps": self.skipped_meta_steps,
         }
+        form = self._combiner_form()
+        if form is not None:
+            state["residual"] = form
         if self.learnable:
             state["optimizer"] = self.optimizer.state_dict()
             state["scheduler"] = self.scheduler.state_dict()
@@ -615,6 +624,14 @@ class MetaLearner:
         """Restores a :meth:`state_dict` of a meta-learner with the same losses and combiner."""
         if list(state["loss_names"]) != list(self.loss_names):
             raise ValueError(f"meta-learner state has losses {list(state['loss_names'])}, this one {list(self.loss_names)}")
+        form = self._combiner_form()
+        # A state without the key predates the residual start: its loss transformer was the paper's form.
+        saved = state.get("residual", "none") if form is not None else None
+        if form != saved:
+            raise ValueError(
+                f"meta-learner state holds a loss transformer trained in the residual={saved!r} form, this one is "
+                f"residual={form!r}: the same weights compute another loss; resume with combiner.meltr.residual={saved!r}"
+            )
         self.combiner.load_state_dict(state["combiner"])
         if self.learnable:
             if "optimizer" not in state:

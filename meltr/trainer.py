@@ -652,7 +652,7 @@ class Trainer:
             self.load_state_dict(state)
         except CheckpointError:
             raise
-        except (KeyError, RuntimeError) as exc:  # a state dict of another model or combiner size
+        except (KeyError, RuntimeError, ValueError) as exc:  # another model, combiner size or form
             raise CheckpointError(f"cannot resume from {path}: it does not fit this run ({type(exc).__name__}: "
                                   f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r})") from exc
         self.logger.log({"kind": "resume", "step": self.step, "epoch": self.epoch, "from": str(path)})

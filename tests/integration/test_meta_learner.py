@@ -204,7 +204,9 @@ def test_version_1_checkpoints_resume_exactly(tmp_path) -> None:
     """A last.pt in the layout before the MetaLearner (format 1) resumes as its format-2 twin does."""
     def build() -> Trainer:
         torch.manual_seed(0)
-        return Trainer(ToyRegression(), _cfg(epochs=2), _loader(4), device="cpu")
+        cfg = _cfg(epochs=2)
+        cfg.combiner.meltr.residual = "none"  # format 1 predates the residual start: its MELTR was the paper's form
+        return Trainer(ToyRegression(), cfg, _loader(4), device="cpu")
 
     first = build()
     first.cfg.max_steps, first.total_steps = 5, 5
@@ -300,3 +302,22 @@ def test_help_of_the_package_lists_the_api_not_module_internals() -> None:
     assert "MetaLearner" in text and "Trainer" in text
     # nn.Module's inherited methods (register_forward_hook and ~70 others) are not in the package help
     assert "register_forward_hook" not in text
+
+
+def test_a_loss_transformer_state_resumes_only_in_the_form_it_was_trained_in(tmp_path) -> None:
+    """The paper's form and the residual start share their keys but compute different losses."""
+    paper = _cfg(max_steps=2)
+    paper.combiner.meltr.residual = "none"
+    first = Trainer(ToyRegression(), paper, regression_batches(2, 8), device="cpu", run_dir=tmp_path)
+    first.fit()
+    state = first.meta.state_dict()
+    assert state["residual"] == "none"
+    default = MetaLearner.for_model(ToyRegression(), _cfg().combiner)
+    with pytest.raises(ValueError, match="residual='none' form.*residual='sum'"):
+        default.load_state_dict(state)
+    legacy = {k: v for k, v in state.items() if k != "residual"}  # written before the residual start existed
+    with pytest.raises(ValueError, match="residual='none'"):
+        default.load_state_dict(legacy)
+    resumed = Trainer(ToyRegression(), _cfg(max_steps=4), regression_batches(2, 8), device="cpu")
+    with pytest.raises(CheckpointError, match="last.pt.*residual"):
+        resumed.resume(tmp_path / "last.pt")

@@ -16,7 +16,7 @@ from tests.toy_models import TinyTransformer, ToyRegression, regression_batches,
 def _setup(model_cls, batches, gamma: float, seed: int = 0):
     torch.manual_seed(seed)
     model = model_cls().double()
-    comb = LossTransformer(LossTransformerConfig(num_tasks=3, hidden_dim=32, ffn_dim=32, scale_hidden_dim=16, dropout=0.0), model.loss_names).double()
+    comb = LossTransformer(LossTransformerConfig(num_tasks=3, hidden_dim=32, ffn_dim=32, scale_hidden_dim=16, dropout=0.0, residual="none"), model.loss_names).double()
     names = [n for n, _ in model.named_parameters()]
     params = [p for _, p in model.named_parameters()]
 
