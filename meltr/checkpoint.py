@@ -129,6 +129,13 @@ def save_checkpoint(state: dict, path: str | os.PathLike, check: bool = True) ->
     path = Path(path)
     if check:
         check_weights_only(state, str(path))
+    _atomic_write(path, lambda f: torch.save(state, f))
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    """Calls ``write(file)`` on a temp file beside ``path``, flushes, fsyncs and ``os.replace``-s it over
+    ``path``, then fsyncs the directory (best effort); on any failure the temp file is removed and
+    ``path`` is untouched. Stale temps of the same target are removed first (:func:`_remove_stale_temps`)."""
     directory = path.parent
     directory.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(path)
@@ -137,7 +144,7 @@ def save_checkpoint(state: dict, path: str | os.PathLike, check: bool = True) ->
     fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         _set_mode(tmp_name, path)
@@ -535,7 +542,7 @@ def export_safetensors(checkpoint: str | os.PathLike | dict, out: str | os.PathL
         ImportError: ``safetensors`` is not installed (``pip install meltr[export]``).
     """
     try:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
     except ImportError as exc:  # pragma: no cover - pinned in CI
         raise ImportError("exporting to safetensors needs the safetensors package: pip install 'meltr[export]'") from exc
     source = str(checkpoint) if not isinstance(checkpoint, dict) else "<state dict>"
@@ -560,17 +567,5 @@ def export_safetensors(checkpoint: str | os.PathLike | dict, out: str | os.PathL
     metadata = {"format": "pt", "producer": "meltr", "state": key, "tied": json.dumps(tied),
                 "loss_names": ",".join(state.get("loss_names", [])), "step": str(state.get("step", ""))}
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp_name, metadata=metadata)
-        _set_mode(tmp_name, out)
-        os.replace(tmp_name, out)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
+    _atomic_write(out, lambda f: f.write(save(tensors, metadata=metadata)))
     return out
