@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import pydoc
+from typing import Callable
 
 import pytest
 import torch
@@ -257,15 +258,17 @@ class _ExtraAtTop(ToyRegression):
         return {**super().forward(batch), "logits": self.net(batch["x"])}
 
 
+def _combiner_after(model_cls: Callable[[], nn.Module], batches: list) -> list[torch.Tensor]:
+    """MELTR's parameters after a 3-step run from seed 0 on ``batches``."""
+    torch.manual_seed(0)
+    trainer = Trainer(model_cls(), _cfg(max_steps=3), batches, device="cpu")
+    trainer.fit()
+    return list(trainer.combiner.state_dict().values())
+
+
 def test_extra_outputs_go_beside_the_losses_and_the_error_says_so() -> None:
     batches = regression_batches(3, 8)
-    torch.manual_seed(0)
-    a = Trainer(_WithLogits(), _cfg(max_steps=3), batches, device="cpu")
-    a.fit()
-    torch.manual_seed(0)
-    b = Trainer(ToyRegression(), _cfg(max_steps=3), batches, device="cpu")
-    b.fit()
-    for x, y in zip(a.combiner.state_dict().values(), b.combiner.state_dict().values()):
+    for x, y in zip(_combiner_after(_WithLogits, batches), _combiner_after(ToyRegression, batches)):
         assert torch.equal(x, y)
     with pytest.raises(LossContractError, match=r"extra \['logits'\].*'losses' entry"):
         Trainer(_ExtraAtTop(), _cfg(max_steps=1), batches, device="cpu").fit()
@@ -285,13 +288,8 @@ class _Checkpointed(ToyRegression):
 
 def test_gradient_checkpointing_non_reentrant_works_reentrant_is_named() -> None:
     batches = regression_batches(3, 8)
-    torch.manual_seed(0)
-    plain = Trainer(ToyRegression(), _cfg(max_steps=3), batches, device="cpu")
-    plain.fit()
-    torch.manual_seed(0)
-    ckpt = Trainer(_Checkpointed(use_reentrant=False), _cfg(max_steps=3), batches, device="cpu")
-    ckpt.fit()
-    for x, y in zip(plain.combiner.state_dict().values(), ckpt.combiner.state_dict().values()):
+    plain = _combiner_after(ToyRegression, batches)
+    for x, y in zip(plain, _combiner_after(lambda: _Checkpointed(use_reentrant=False), batches)):
         torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)
     with pytest.raises(LossContractError, match="reentrant gradient checkpointing.*use_reentrant=False"):
         Trainer(_Checkpointed(use_reentrant=True), _cfg(max_steps=1), batches, device="cpu").fit()
