@@ -66,6 +66,9 @@ class MetaConfig:
     source: Literal["buffer", "loader"] = "buffer"  # primary batch: last-N training batches, or meta_loader
     buffer_size: int = 10  # how many recent training batches the buffer keeps (official: 10)
     buffer_evict: Literal["fifo", "weighted"] = "fifo"  # UniVL drops the oldest; VIOLET/All-in-one weighted
+    # Store the buffered batches in checkpoints (exact resume). false: small checkpoints when batches are
+    # large (e.g. 10 x 128 videos); a resumed run refills the buffer from its next batches (not bit-exact).
+    checkpoint_buffer: bool = True
     share_batch: bool = False  # one draw for both meta batches (the official draws twice, independently)
     hypergrad: HypergradConfig = field(default_factory=HypergradConfig)  # scheme and its options
     optim: OptimConfig = field(
@@ -607,7 +610,8 @@ class MetaLearner:
             "loss_names": list(self.loss_names),
             "combiner": self.combiner.state_dict(),
             "generator": self.generator.get_state(),
-            "buffer": list(self.buffer),
+            "buffer": list(self.buffer) if self.cfg.checkpoint_buffer else [],
+            "buffer_saved": self.cfg.checkpoint_buffer,
             "steps": self.steps,
             "meta_pos": self.meta_pos,
             "skipped_meta_steps": self.skipped_meta_steps,
@@ -640,6 +644,9 @@ class MetaLearner:
             self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
         self.buffer = list(state["buffer"])
+        if not state.get("buffer_saved", True) and self.learnable and self.cfg.source == "buffer":
+            log.warning("the checkpoint holds no meta buffer (meta.checkpoint_buffer: false): the buffer refills from the "
+                        "next training batches, so this resumed run is not bit-identical to an uninterrupted one")
         self.steps, self.meta_pos = int(state["steps"]), int(state["meta_pos"])
         self.skipped_meta_steps = int(state.get("skipped_meta_steps", 0))  # absent before issue 14
         self._meta_iter = None

@@ -319,3 +319,26 @@ def test_a_loss_transformer_state_resumes_only_in_the_form_it_was_trained_in(tmp
     resumed = Trainer(ToyRegression(), _cfg(max_steps=4), regression_batches(2, 8), device="cpu")
     with pytest.raises(CheckpointError, match="last.pt.*residual"):
         resumed.resume(tmp_path / "last.pt")
+
+
+def test_checkpoints_without_the_meta_buffer_are_smaller_and_resume_says_it_is_not_exact(tmp_path, caplog) -> None:
+    def run(keep: bool, out) -> Trainer:
+        cfg = _cfg(max_steps=4)
+        cfg.meta.checkpoint_buffer = keep
+        trainer = Trainer(ToyRegression(), cfg, regression_batches(4, 64), device="cpu", run_dir=out)
+        trainer.fit()
+        return trainer
+
+    run(True, tmp_path / "with")
+    run(False, tmp_path / "without")
+    assert len(load_checkpoint(tmp_path / "with" / "last.pt")["meta"]["buffer"]) == 3  # buffer_size 3
+    assert load_checkpoint(tmp_path / "without" / "last.pt")["meta"]["buffer"] == []
+    assert (tmp_path / "without" / "last.pt").stat().st_size < (tmp_path / "with" / "last.pt").stat().st_size
+    cfg = _cfg(max_steps=6)
+    cfg.meta.checkpoint_buffer = False
+    resumed = Trainer(ToyRegression(), cfg, regression_batches(4, 64), device="cpu")
+    with caplog.at_level("WARNING", logger="meltr"):
+        resumed.resume(tmp_path / "without" / "last.pt")
+    assert "not bit-identical" in caplog.text
+    resumed.fit()
+    assert resumed.step == 6
