@@ -31,6 +31,7 @@ from backbones.violet.convert import LAYOUTS as VIOLET_LAYOUTS
 from backbones.violet.convert import SWIN_LAYOUT
 from data.common import load_features, read_csv_rows, read_json
 from data.errors import DataFormatError
+from data.safe_pickle import load_pickle
 from meltr.loss_transformer import LossTransformer, LossTransformerConfig, load_official_meltr
 
 SLOW = os.environ.get("MELTR_SLOW_TESTS") == "1"
@@ -157,7 +158,7 @@ def test_nan_in_youcook2_and_msrvtt_features_is_refused_at_construction(tmp_path
 
     tok = lambda text: [5 + len(w) % 7 for w in text.split()]  # noqa: E731 - ids only, the text is not the point
     yc = write_youcook2(tmp_path / "yc", n_videos=4, seed=0, feature_dim=8)
-    feats = pickle.loads(yc["features"].read_bytes())
+    feats = load_pickle(yc["features"])
     first = sorted(feats)[0]
     feats[first][0, 0] = np.nan
     yc["features"].write_bytes(pickle.dumps(feats))
@@ -171,7 +172,7 @@ def test_nan_in_youcook2_and_msrvtt_features_is_refused_at_construction(tmp_path
     assert found, "the video with a NaN is in no split"
 
     vtt = write_msrvtt(tmp_path / "vtt", n_videos=6, seed=0, feature_dim=8)
-    feats = pickle.loads(vtt["features"].read_bytes())
+    feats = load_pickle(vtt["features"])
     for v in feats.values():
         v[-1, -1] = np.inf
     vtt["features"].write_bytes(pickle.dumps(feats))

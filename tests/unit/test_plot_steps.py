@@ -27,7 +27,7 @@ def test_weights_are_averaged_per_step_with_their_range() -> None:
 
 
 def test_one_panel_per_combiner_with_a_line_per_task() -> None:
-    pytest.importorskip("matplotlib")
+    import matplotlib  # noqa: F401  - pinned: a missing matplotlib fails, never skips
     fig = build_weights_over_steps({"linear": [RUN_A], "meltr": [RUN_A, RUN_B]}, title="demo")
     assert [ax.get_title() for ax in fig.axes] == ["linear", "meltr"]
     for ax in fig.axes:
