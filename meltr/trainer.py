@@ -477,7 +477,9 @@ class Trainer:
             self._log_epoch(started, first_batch)
             if self.step >= self.total_steps and self.batch_in_epoch < accum * self.steps_per_epoch:
                 break  # stopped by max_steps mid-epoch: keep the position for a later resume
-            if self.batch_in_epoch == first_batch:
+            if self.batch_in_epoch == first_batch < accum * self.steps_per_epoch:
+                # (A resume from a checkpoint written after the epoch's last step has no batch left in it,
+                # rightly: only an epoch that should have had batches and yielded none stops the run.)
                 log.warning("train_loader yielded no batch in epoch %d: stopping at step %d", self.epoch, self.step)
                 break
             self.epoch += 1

@@ -342,3 +342,30 @@ def test_checkpoints_without_the_meta_buffer_are_smaller_and_resume_says_it_is_n
     assert "not bit-identical" in caplog.text
     resumed.fit()
     assert resumed.step == 6
+
+
+def test_a_checkpoint_written_after_an_epochs_last_step_resumes_into_the_next_epoch(tmp_path) -> None:
+    """The step checkpoint of an epoch's last step comes before the epoch-end one; a run killed between
+    the two resumes with no batch left in that epoch and must go on with the next (it once stopped)."""
+    def build(run_dir=None) -> Trainer:
+        torch.manual_seed(0)
+        return Trainer(ToyRegression(), _cfg(epochs=2, checkpoint_every=1), _loader(4), device="cpu", run_dir=run_dir)
+
+    full = build()
+    full.fit()
+    first = build(tmp_path)
+
+    def killed(*args, **kwargs):  # the process dies right after the step checkpoint of step 4
+        raise KeyboardInterrupt
+
+    first._log_epoch = killed  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (4, 0, 4)  # between the two saves
+    second = build()
+    second.resume(tmp_path / "last.pt")
+    second.fit()
+    assert second.step == full.step == 8
+    for a, b in zip(_params(second.model).values(), _params(full.model).values()):
+        assert torch.equal(a, b)
