@@ -196,6 +196,7 @@ class Trainer:
         self.best: dict[str, Any] = {"metric": cfg.best_metric, "value": None, "step": None}
         self.last_metrics: dict[str, float] = {}
         self._evaluated_at: int | None = None  # step of the last evaluation
+        self._saved_at: int | None = None  # step of the last save of last.pt
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.run_config = dict(run_config) if run_config is not None else {"trainer": to_dict(cfg)}
         self.logger = RunLogger(self.run_dir, rank=self.rank, tensorboard=cfg.tensorboard, progress_total=self.total_steps)
@@ -528,8 +529,6 @@ class Trainer:
             self.save(last)
 
     # ------------------------------------------------------------------ checkpoints
-
-    _saved_at: int | None = None  # step of the last save of last.pt
 
     def _rank_state(self) -> dict[str, Any]:
         """What differs between ranks: the global RNG, the meta-batch RNG and the meta buffer."""

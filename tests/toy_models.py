@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from meltr import CombinerConfig, LossTransformerConfig, MetaConfig, OptimConfig, TrainerConfig
+
+
+def small_meltr(**kw: Any) -> LossTransformerConfig:
+    """A loss transformer small enough for CPU tests (no dropout unless asked)."""
+    return LossTransformerConfig(**{"scale_hidden_dim": 8, "hidden_dim": 16, "ffn_dim": 16, "num_heads": 4, "dropout": 0.0, **kw})
+
+
+def toy_trainer_config(**kw: Any) -> TrainerConfig:
+    """The tests' trainer: a small MELTR (fixed coefficients for ``fixed``), Adam 1e-2 constant for the
+    backbone and the meta step (every step), a train record every step, no TensorBoard; ``kw`` overrides."""
+    base: dict[str, Any] = dict(
+        combiner=CombinerConfig(name="meltr", meltr=small_meltr(), coefficients={"main": 1.0, "helpful": 0.5, "harmful": 0.0}),
+        optim=OptimConfig(name="adam", lr=1e-2, schedule="constant"),
+        meta=MetaConfig(every=1, optim=OptimConfig(name="adam", lr=1e-2, schedule="constant")),
+        tensorboard=False,
+        log_every=1,
+    )
+    base.update(kw)
+    return TrainerConfig(**base)
 
 
 class ToyRegression(nn.Module):

@@ -17,24 +17,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from meltr import CombinerConfig, LossTransformerConfig, MetaConfig, MetaLearner, OptimConfig, Trainer, TrainerConfig
+from meltr import CombinerConfig, MetaConfig, MetaLearner, OptimConfig, Trainer
 from meltr.checkpoint import load_checkpoint
 from meltr.meta_learner import NonFiniteError
-from tests.toy_models import ToyRegression, regression_batches
-
-SMALL = LossTransformerConfig(scale_hidden_dim=8, hidden_dim=16, ffn_dim=16, num_heads=4, dropout=0.0)
+from tests.toy_models import ToyRegression, regression_batches, small_meltr, toy_trainer_config
 
 
-def _cfg(**kw) -> TrainerConfig:
-    base = dict(
-        combiner=CombinerConfig(name="meltr", meltr=copy.deepcopy(SMALL)),
-        optim=OptimConfig(name="adam", lr=1e-2, schedule="constant"),
-        meta=MetaConfig(every=1, optim=OptimConfig(name="adam", lr=1e-2, schedule="constant")),
-        tensorboard=False,
-        log_every=1,
-    )
-    base.update(kw)
-    return TrainerConfig(**base)
+
+_cfg = toy_trainer_config
 
 
 class _Poisonable(ToyRegression):
@@ -89,7 +79,7 @@ def test_skip_policy_drops_the_step_counts_it_and_finishes(tmp_path) -> None:
 
 
 def test_huge_auxiliary_loss_is_named_instead_of_a_silent_nan() -> None:
-    meta = MetaLearner.for_model(ToyRegression(), CombinerConfig(name="meltr", meltr=copy.deepcopy(SMALL)))
+    meta = MetaLearner.for_model(ToyRegression(), CombinerConfig(name="meltr", meltr=small_meltr()))
     losses = {"main": torch.tensor(0.5, requires_grad=True), "helpful": torch.tensor(0.4, requires_grad=True),
               "harmful": torch.tensor(1e30, requires_grad=True)}
     with pytest.raises(NonFiniteError, match=r"'meltr' combiner.*non-finite combined loss.*'harmful'=1e\+30"):

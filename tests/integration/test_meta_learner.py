@@ -21,24 +21,15 @@ from torch.utils.checkpoint import checkpoint
 from torch.utils.data import DataLoader
 
 import meltr
-from meltr import CombinerConfig, LossContractError, LossTransformerConfig, MetaConfig, MetaLearner, OptimConfig, Trainer, TrainerConfig
+from meltr import LossContractError, MetaConfig, MetaLearner, OptimConfig, Trainer, TrainerConfig
 from meltr.checkpoint import CheckpointError, export_safetensors, load_checkpoint, save_checkpoint
 from meltr.optim import build_optimizer
-from tests.toy_models import ToyRegression, regression_batches
-
-SMALL = LossTransformerConfig(scale_hidden_dim=8, hidden_dim=16, ffn_dim=16, num_heads=4, dropout=0.0)
-
+from tests.toy_models import ToyRegression, regression_batches, toy_trainer_config
 
 def _cfg(**kw) -> TrainerConfig:
-    base = dict(
-        combiner=CombinerConfig(name="meltr", meltr=copy.deepcopy(SMALL)),
-        optim=OptimConfig(name="adam", lr=1e-2, schedule="constant"),
-        meta=MetaConfig(every=2, gamma=0.1, buffer_size=3, optim=OptimConfig(name="adam", lr=1e-2, schedule="constant")),
-        tensorboard=False,
-        log_every=1,
-    )
-    base.update(kw)
-    return TrainerConfig(**base)
+    """The tests' trainer with a meta step every 2 steps over a 3-batch buffer (K and the buffer matter here)."""
+    meta = MetaConfig(every=2, gamma=0.1, buffer_size=3, optim=OptimConfig(name="adam", lr=1e-2, schedule="constant"))
+    return toy_trainer_config(**{"meta": meta, **kw})
 
 
 def _params(module: nn.Module) -> dict[str, torch.Tensor]:

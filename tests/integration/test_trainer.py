@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from meltr import CombinerConfig, EpochSampler, HypergradConfig, LossTransformerConfig, MetaConfig, OptimConfig, Trainer, TrainerConfig
+from meltr import EpochSampler, HypergradConfig, Trainer, TrainerConfig
 from meltr.checkpoint import load_checkpoint
 from meltr.interface import LossContractError
 from meltr.trainer import CombinerTrainingError
-from tests.toy_models import ToyRegression, regression_batches
+from tests.toy_models import ToyRegression, regression_batches, toy_trainer_config
 
 
 def _loader(samples: list, batch_size: int, seed: int = 0) -> DataLoader:
@@ -28,17 +28,7 @@ def _samples(n: int, seed: int = 0) -> list[dict]:
     return [{k: v[i] for k, v in b.items()} for i in range(n)]
 
 
-def _cfg(**kw) -> TrainerConfig:
-    meltr_small = LossTransformerConfig(scale_hidden_dim=8, hidden_dim=16, ffn_dim=16, num_heads=4, dropout=0.0)
-    base = dict(
-        combiner=CombinerConfig(name="meltr", meltr=meltr_small, coefficients={"main": 1.0, "helpful": 0.5, "harmful": 0.0}),
-        optim=OptimConfig(name="adam", lr=1e-2, schedule="constant"),
-        meta=MetaConfig(every=1, optim=OptimConfig(name="adam", lr=1e-2, schedule="constant")),
-        tensorboard=False,
-        log_every=1,
-    )
-    base.update(kw)
-    return TrainerConfig(**base)
+_cfg = toy_trainer_config
 
 
 def _params(m: torch.nn.Module) -> list[torch.Tensor]:
