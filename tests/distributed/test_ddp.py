@@ -54,6 +54,7 @@ def _worker(rank: int, init_file: str, out_dir: str, mode: str, combiner: str) -
         half = 8 // WORLD
         local = [{k: v[rank * half : (rank + 1) * half] for k, v in b.items()} for b in _global_batches()]
         torch.save(_train(local, mode, combiner), os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # no rank tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
 

@@ -69,6 +69,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         resumed = _trainer(out / f"resumed_b{rank}", rank)
         resumed.resume(run / "b.pt")
         report["b_step"] = resumed.step
+        dist.barrier()  # no rank tears gloo down while the other still talks to it
     finally:
         (out / f"report{rank}.json").write_text(json.dumps(report))
         dist.destroy_process_group()
