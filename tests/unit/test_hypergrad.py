@@ -91,7 +91,7 @@ def _run(hg, q: Quadratic) -> np.ndarray:
     return g.detach().numpy()
 
 
-@pytest.mark.parametrize("mode", ["jvp", "fd", "autograd"])
+@pytest.mark.parametrize("mode", ["jvp", "vjp", "fd", "autograd"])
 def test_aid_fp_lite_is_exact_when_hessian_is_identity(mode: str) -> None:
     q = Quadratic(identity_hessian=True)
     np.testing.assert_allclose(q.H(), np.eye(N), atol=1e-12)
@@ -99,7 +99,7 @@ def test_aid_fp_lite_is_exact_when_hessian_is_identity(mode: str) -> None:
     np.testing.assert_allclose(_run(AIDFPLite(mode), q), q.exact(), rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("mode", ["jvp", "fd", "autograd"])
+@pytest.mark.parametrize("mode", ["jvp", "vjp", "fd", "autograd"])
 def test_aid_fp_lite_matches_its_closed_form(mode: str) -> None:
     q = Quadratic(seed=1)
     lite = q.direct() - q.M(q.w).T @ q.v(q.w)

@@ -41,11 +41,13 @@ def test_fast_lite_equals_official_create_graph_path(model: str, gamma: float) -
         args = _setup(TinyTransformer, token_batches(2, 8), gamma)
     ref = AIDFPLite("autograd")(*args)
     jvp = AIDFPLite("jvp")(*args)
+    vjp = AIDFPLite("vjp")(*args)
     fd = AIDFPLite("fd")(*args)
     scale = max(r.abs().max() for r in ref)
     assert scale > 0
-    for r, j, f in zip(ref, jvp, fd):
+    for r, j, b, f in zip(ref, jvp, vjp, fd):
         torch.testing.assert_close(j, r, rtol=1e-9, atol=1e-11 * scale)
+        torch.testing.assert_close(b, r, rtol=1e-9, atol=1e-11 * scale)
         torch.testing.assert_close(f, r, rtol=1e-5, atol=1e-6 * scale)
 
 
@@ -54,8 +56,9 @@ def test_mixed_product_modes_agree_for_an_arbitrary_direction() -> None:
     g = torch.Generator().manual_seed(1)
     p = [torch.randn(x.shape, generator=g, dtype=x.dtype) for x in params]
     ref = mixed_product(aux, params, meta, p, "autograd")
-    for r, j in zip(ref, mixed_product(aux, params, meta, p, "jvp")):
-        torch.testing.assert_close(j, r, rtol=1e-9, atol=1e-12)
+    for mode in ("jvp", "vjp"):
+        for r, j in zip(ref, mixed_product(aux, params, meta, p, mode)):
+            torch.testing.assert_close(j, r, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("scheme", [lambda m: AIDFP(2, 0.1, m), lambda m: AIDCG(2, 0.0, m), lambda m: ITD(0.05, m)])
