@@ -62,6 +62,7 @@ __all__ = [
     "primary_grads",
     "directional_derivatives",
     "mixed_product",
+    "lite_from_graph",
 ]
 
 log = logging.getLogger(__name__)
@@ -363,6 +364,71 @@ def mixed_product(
         raise ValueError(f"unknown mode {mode!r}; valid: jvp, vjp, fd, autograd")
     g = graph if graph is not None else _aux_grad_graph(aux_fn, params)
     return comm.mean(_graph_vjp(g, meta_params, p, retain=graph is not None))
+
+
+def lite_from_graph(
+    losses: Tensor,
+    primary: Callable[[Tensor], Tensor],
+    combine: Callable[[Tensor], Tensor],
+    params: Params,
+    meta_params: Params,
+    mode: Mode,
+    comm: Comm = LOCAL,
+    aux: CombinedObjective | None = None,
+    fd_eps: float | None = None,
+    primary_index: int | None = None,
+) -> tuple[Tensor, ...]:
+    """AID-FP-Lite on one batch whose loss vector still holds its graph (the training step's own).
+
+    Both meta batches are that batch, at the weights that produced it: ``v = dL_P/dw`` comes from the
+    existing graph (no extra forward), ``l`` is ``losses``' value, and the graph is kept for the caller's
+    backward. The official meta step instead draws two buffered batches and runs a forward for each.
+
+    Args:
+        losses: The loss vector ``[T]`` with its graph (under DDP: value averaged over ranks, local gradient).
+        primary: Maps the loss vector to the primary objective ``L_P`` (target loss, plus regulariser).
+        combine: The combiner with live meta parameters.
+        mode: ``vjp``: ``c_t = <grad_w l_t, v>`` by one reverse pass per loss through the same graph;
+            ``autograd``: the official ``create_graph`` path through the same graph; ``jvp``/``fd``: the
+            directional derivatives of ``aux`` (the same batch evaluated again).
+        primary_index: When ``primary(l)`` is exactly ``l[primary_index]``, its slope ``<v_local, v>``
+            needs no reverse pass of its own in ``vjp`` mode.
+    """
+    n = len(params)
+    out = primary(losses)
+    grads = torch.autograd.grad(out, list(params) + list(meta_params), retain_graph=True, allow_unused=True)
+    zeros = lambda xs: [torch.zeros_like(x) for x in xs]  # noqa: E731
+    v_local = [torch.zeros_like(x) if g is None else g for g, x in zip(grads[:n], params)]
+    direct = [torch.zeros_like(x) if g is None else g.detach() for g, x in zip(grads[n:], meta_params)]
+    v = comm.mean([x.detach() for x in v_local])
+    l = losses.detach()
+    if mode == "autograd":
+        with _differentiable_attention():
+            g = _grad(combine(losses), params, create_graph=True)
+        mixed = comm.mean(_graph_vjp(g, meta_params, v))
+        return _finish(direct, mixed)
+    if mode == "vjp":
+        slopes = []
+        for t in range(losses.numel()):
+            if t == primary_index:
+                grads_t: Sequence[Tensor | None] = v_local
+            elif losses[t].requires_grad:
+                grads_t = torch.autograd.grad(losses[t], list(params), retain_graph=True, allow_unused=True)
+            else:
+                grads_t = []
+            slopes.append(sum((torch.dot(gt.reshape(-1), vt.reshape(-1).to(gt.dtype)).double()
+                               for gt, vt in zip(grads_t, v) if gt is not None), l.new_zeros((), dtype=torch.float64)))
+        c = torch.stack(slopes).to(l.dtype)
+    elif mode in ("jvp", "fd"):
+        if aux is None:
+            raise TypeError(f"mode {mode!r} evaluates the losses again: pass aux (the batch's CombinedObjective)")
+        _, c = directional_derivatives(aux, params, v, mode, fd_eps)  # type: ignore[arg-type]
+    else:
+        raise ValueError(f"unknown mode {mode!r}; valid: jvp, vjp, fd, autograd")
+    (c,) = comm.mean([c])
+    if not meta_params:
+        return tuple(zeros(meta_params))
+    return _finish(direct, _mixed_from_directional(combine, l, c, meta_params))
 
 
 def _finish(direct: list[Tensor], mixed: list[Tensor], scale: float = 1.0) -> tuple[Tensor, ...]:

@@ -40,7 +40,15 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from meltr.baselines import CombinerConfig, build_combiner
-from meltr.hypergrad import ITD, CombinedObjective, Comm, HypergradConfig, SumObjective, build_hypergrad
+from meltr.hypergrad import (
+    ITD,
+    CombinedObjective,
+    Comm,
+    HypergradConfig,
+    SumObjective,
+    build_hypergrad,
+    lite_from_graph,
+)
 from meltr.interface import Combiner, LossContractError, check_losses, losses_of, stack_losses
 from meltr.optim import OptimConfig, build_optimizer, build_scheduler
 
@@ -63,7 +71,9 @@ class MetaConfig:
     gamma: float = 0.1  # regulariser strength (paper eq. 6; official 0.1, UniVL off unless --reg 1)
     reg: Literal["abs", "squared"] = "abs"  # official |sum l - MELTR(l)|, or its square
     reg_direct: bool = False  # also differentiate the regulariser w.r.t. phi directly (official: no)
-    source: Literal["buffer", "loader"] = "buffer"  # primary batch: last-N training batches, or meta_loader
+    # Meta batches: two draws from the last-N training batches (official), the primary from meta_loader, or
+    # "current": both are the step's own batch, at the weights before its update, v from its own graph.
+    source: Literal["buffer", "loader", "current"] = "buffer"
     buffer_size: int = 10  # how many recent training batches the buffer keeps (official: 10)
     buffer_evict: Literal["fifo", "weighted"] = "fifo"  # UniVL drops the oldest; VIOLET/All-in-one weighted
     # Store the buffered batches in checkpoints (exact resume). false: small checkpoints when batches are
@@ -82,6 +92,10 @@ class MetaConfig:
             raise ValueError(f"{at}every must be >= 1, got {self.every}")
         if self.buffer_size < 1:
             raise ValueError(f"{at}buffer_size must be >= 1, got {self.buffer_size}")
+        if self.source not in ("buffer", "loader", "current"):
+            raise ValueError(f"{at}source must be buffer, loader or current, got {self.source!r}")
+        if self.source == "current" and self.hypergrad.name != "aid_fp_lite":
+            raise ValueError(f"{at}source=current supports the aid_fp_lite hypergradient only, got {self.hypergrad.name!r}")
         # NaN fails every comparison, so `gamma < 0` alone would accept it.
         if not (math.isfinite(self.gamma) and self.gamma >= 0):
             raise ValueError(f"{at}gamma must be a finite number >= 0, got {self.gamma}")
@@ -248,6 +262,7 @@ class MetaLearner:
         self._meta_lr: float | None = None  # the meta learning rate after the latest meta step
         self.model_name = "model"  # named in loss-contract errors
         self.skipped_meta_steps = 0  # meta updates dropped for a non-finite hypergradient (nonfinite="skip")
+        self._pending: tuple[int, tuple[Tensor, ...]] | None = None  # source=current: (step, hypergradient)
 
     @classmethod
     def for_model(cls, model: nn.Module, combiner: CombinerConfig | None = None, meta: MetaConfig | None = None, *,
@@ -331,11 +346,20 @@ class MetaLearner:
         check_losses(who, named, self.loss_names)
         return self.comm.globalise(stack_losses(named, self.loss_names))
 
-    def combine(self, output: Any, model: object | None = None) -> Tensor:
+    def combine(self, output: Any, model: object | None = None, batch: Any = None) -> Tensor:
         """The combined loss ``[]`` for the backbone step; the combiner's parameters are frozen (the
         backbone step never trains the combiner, only the meta step does).
 
         Also records the loss vector (:attr:`last_losses`, and running means for :meth:`pop_metrics`).
+        With ``meta.source="current"``, on a meta step (the first micro-batch of every K-th step) it also
+        computes the hypergradient from this output's graph (which it keeps for the loop's backward);
+        :meth:`maybe_step` applies it after the backbone update.
+
+        Args:
+            output: What the model returned (see :meth:`losses`).
+            model: The model (needed by ``source="current"``; otherwise only named in errors).
+            batch: The batch of ``output``: needed by ``source="current"`` with the ``jvp``/``fd`` modes,
+                which evaluate the losses again at other weights (``vjp``/``autograd`` reuse the graph).
 
         Raises:
             LossContractError: the output breaks the loss contract (names every problem).
@@ -352,6 +376,9 @@ class MetaLearner:
             )
         if not losses.requires_grad:
             return combined  # evaluation (no_grad): nothing to record
+        if self.cfg.source == "current" and self.learnable and self.steps % self.cfg.every == 0 and (
+                self._pending is None or self._pending[0] != self.steps):
+            self._pending = (self.steps, self._hypergrad_from_graph(model, losses, batch))
         self.last_losses = losses.detach()
         self._running.append(torch.cat([self.last_losses, combined.detach().reshape(1).to(self.last_losses.dtype)]))
         return combined
@@ -438,9 +465,18 @@ class MetaLearner:
             raise TypeError("maybe_step(model, batch, ...) needs the step's batch")
         out: dict[str, float] = {}
         if self.learnable and self.steps % self.cfg.every == 0:
-            out = self.step(model, batches[-1], lr=lr)
-        for b in batches:
-            self.observe(b)
+            if self.cfg.source == "current":
+                if self._pending is None or self._pending[0] != self.steps:
+                    raise RuntimeError(
+                        f"meta.source='current': no hypergradient was computed for step {self.steps}; call "
+                        f"combine(output, model) with grad enabled on every step before maybe_step")
+                grads, self._pending = self._pending[1], None
+                out = self._apply(grads)
+            else:
+                out = self.step(model, batches[-1], lr=lr)
+        if self.cfg.source != "current":  # the current source needs no buffer
+            for b in batches:
+                self.observe(b)
         self.steps += 1
         return out
 
@@ -508,8 +544,9 @@ class MetaLearner:
 
         return losses
 
-    def _regulariser(self, losses: Tensor) -> Tensor:
-        losses = self.comm.globalise(losses)
+    def _regulariser(self, losses: Tensor, globalised: bool = False) -> Tensor:
+        if not globalised:
+            losses = self.comm.globalise(losses)
         combined = self.combiner(losses) if self.cfg.reg_direct else self.combine_frozen(losses)
         diff = losses.sum() - combined
         return self.cfg.gamma * (diff.abs() if self.cfg.reg == "abs" else diff.square())
@@ -562,6 +599,37 @@ class MetaLearner:
                     f"model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={{'use_reentrant': False}}))"
                 ) from exc
             raise
+        return self._apply(grads)
+
+    def _hypergrad_from_graph(self, model: object | None, losses: Tensor, batch: Any) -> tuple[Tensor, ...]:
+        """``source="current"``: AID-FP-Lite on the step's own batch and graph (see :func:`meltr.hypergrad.lite_from_graph`)."""
+        if not isinstance(model, nn.Module):
+            raise TypeError("meta.source='current' needs the model: call combine(output, model)")
+        module = unwrap_model(model)
+        params = [p for p in module.parameters() if p.requires_grad]
+        mode = self.cfg.hypergrad.mode or "vjp"
+        aux: CombinedObjective | None = None
+        if mode in ("jvp", "fd"):
+            if batch is None:
+                raise TypeError(f"meta.source='current' with mode {mode!r} evaluates the losses again: call "
+                                f"combine(output, model, batch=batch), or use mode 'vjp' (reuses the graph)")
+            names = [n for n, p in module.named_parameters() if p.requires_grad]
+            aux = CombinedObjective(self._functional_losses(module, names, batch), self.combiner, None, self.comm)
+        pi = self.primary_index
+        primary = (lambda l: l[pi]) if self.cfg.gamma == 0 else (lambda l: l[pi] + self._regulariser(l, globalised=True))
+        try:
+            return lite_from_graph(losses, primary, self.combiner, params, self.meta_params, mode, self.comm, aux,
+                                   self.cfg.hypergrad.fd_eps, primary_index=pi if self.cfg.gamma == 0 else None)
+        except RuntimeError as exc:
+            if _reentrant_checkpointing(module, exc):
+                raise LossContractError(f"{type(module).__name__} uses reentrant gradient checkpointing: use "
+                                        f"torch.utils.checkpoint.checkpoint(..., use_reentrant=False)") from exc
+            raise
+
+    def _apply(self, grads: Sequence[Tensor]) -> dict[str, float]:
+        """Writes a hypergradient to the combiner and takes the meta optimiser step (clipped), or handles
+        a non-finite one per the ``nonfinite`` policy."""
+        mcfg = self.cfg
         self.optimizer.zero_grad(set_to_none=True)
         for p, g in zip(self.meta_params, grads):
             p.grad = g.to(p.dtype)

@@ -249,7 +249,7 @@ class Trainer:
             with sync:
                 with self._autocast():
                     out = self.net(batch)
-                combined = self.meta.combine(out, self.model)
+                combined = self.meta.combine(out, self.model, batch=batch)
                 scaled = combined / n
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             assert self.meta.last_losses is not None

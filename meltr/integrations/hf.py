@@ -189,7 +189,7 @@ class MeltrTrainer(Trainer):
         self.meta.combiner.train(model.training)
         out = model(**inputs)
         if torch.is_grad_enabled():
-            loss = self.meta.combine(out, self.model)
+            loss = self.meta.combine(out, self.model, batch=inputs)
         else:
             losses = self.meta.losses(out, self.model)
             self._eval_losses.append(losses)
