@@ -187,7 +187,8 @@ class MetaLearner:
         meta_loader: Held-out batches for the primary side of the meta step (``meta.source="loader"``).
         call: How to call the model on a batch; default ``model(batch)``.
         amp_dtype: Autocast dtype for the meta step's forwards (``torch.bfloat16`` / ``torch.float16``) on
-            CUDA, matching the loop's backbone step; None: full precision.
+            the model's device type (CUDA or CPU), matching the loop's backbone step; None: full precision.
+            The loss vector is promoted to float32 before the combiner and the finite differences.
         device: Where the combiner lives; default CPU (move it with :meth:`to`).
         nonfinite: ``"raise"`` (default): :meth:`combine` raises :class:`NonFiniteError` when finite losses
             give a non-finite combined loss, and :meth:`step` when the hypergradient is non-finite.
@@ -485,9 +486,9 @@ class MetaLearner:
         return batch
 
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None or device.type != "cuda":
+        if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self.amp_dtype)
+        return torch.autocast(device.type, dtype=self.amp_dtype)
 
     def _functional_losses(self, model: nn.Module, names: list[str], batch: Any) -> Callable[[Any], Tensor]:
         """``params -> [T]`` local losses of ``batch`` at the given backbone parameter values."""
