@@ -185,12 +185,15 @@ def test_fd_meta_step_compiled_checkpointed_flash_bf16_together() -> None:
     calls: list[bool] = []
     torch.manual_seed(0)
     model = TinySDPA(mask=True, checkpointing=True)
+    seen: set[tuple[bool, torch.dtype]] = set()  # as in test_fd_meta_step_under_cpu_autocast
+    model.qkv.register_forward_hook(lambda m, i, o: seen.add((torch.is_grad_enabled(), o.dtype)))
     compiled = torch.compile(model, backend=_counting_backend(calls))
     batches = token_batches(3, 4)
     trainer = Trainer(compiled, toy_trainer_config(amp="bf16", max_steps=3, meta=_meta_cfg("fd")), batches, device="cpu")
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
         _assert_meta_steps_ran([trainer.train_step([b]) for b in batches], 3)
         assert False in calls and True in calls, calls
+        assert seen == {(True, torch.bfloat16), (False, torch.bfloat16)}, seen
         fd = _hypergrad(compiled, "fd", batches[0], dtype=torch.float32, amp=torch.bfloat16)
     reference = TinySDPA(mask=True).double()
     reference.load_state_dict(model.state_dict())
