@@ -110,14 +110,25 @@ def _fmt_losses(names: Sequence[str], values: Tensor | None) -> str:
     return ", ".join(f"{n}={v:.4g}" for n, v in zip(names, values.detach().float().reshape(-1).tolist()))
 
 
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module under data-parallel wrappers (``DistributedDataParallel``, ``DataParallel``).
+_DATA_PARALLEL = (nn.parallel.DistributedDataParallel, nn.DataParallel)
 
-    The meta step evaluates the model functionally; DDP's reducer must not see those passes.
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module under data-parallel wrappers (``DistributedDataParallel``, ``DataParallel``), also
+    when ``torch.compile`` wrapped one (``torch.compile(DDP(model))``).
+
+    The meta step evaluates the model functionally; DDP's reducer must not see those passes. A compiled
+    model that wraps no data-parallel module is kept: the meta step's forwards run its compiled graphs
+    (``functional_call`` over its ``_orig_mod.`` parameter names).
     """
-    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        model = model.module
-    return model
+    while True:
+        compiled_inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
+        if isinstance(compiled_inner, _DATA_PARALLEL):
+            model = compiled_inner
+        elif isinstance(model, _DATA_PARALLEL):
+            model = model.module
+        else:
+            return model
 
 
 def to_device(obj: Any, device: torch.device) -> Any:

@@ -23,6 +23,7 @@ from torch._dynamo.backends.registry import lookup_backend
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from meltr import CombinerConfig, HypergradConfig, MetaConfig, MetaLearner, OptimConfig, Trainer
+from meltr.meta_learner import unwrap_model
 from tests.toy_models import TinySDPA, small_meltr, token_batches, toy_trainer_config
 
 FD_RTOL = 1e-4  # fd against autograd, float64
@@ -155,6 +156,16 @@ def test_fd_meta_step_through_a_compiled_backbone() -> None:
     # ``_orig_mod.`` names) ran the compiled graphs, and so did the primary gradient's forward
     assert False in calls and True in calls, calls
     _assert_rel_close(fd, _hypergrad(model, "autograd", batches[0]), FD_RTOL)  # reference: eager
+
+
+def test_unwrap_model_keeps_a_compiled_model_and_peels_a_compiled_data_parallel_wrapper() -> None:
+    model = TinySDPA()
+    compiled = torch.compile(model)  # wrapping compiles nothing yet
+    assert unwrap_model(compiled) is compiled
+    assert unwrap_model(nn.DataParallel(compiled)) is compiled  # nanoGPT's order: DDP(compile(model))
+    # torch.compile(DDP(model)): the meta step must reach the model under DDP (its reducer must not see
+    # the meta step's passes), so the compiled wrapper goes with it
+    assert unwrap_model(torch.compile(nn.DataParallel(model))) is model
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
