@@ -124,14 +124,25 @@ def _fmt_losses(names: Sequence[str], values: Tensor | None) -> str:
     return ", ".join(f"{n}={v:.4g}" for n, v in zip(names, values.detach().float().reshape(-1).tolist()))
 
 
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module under data-parallel wrappers (``DistributedDataParallel``, ``DataParallel``).
+_DATA_PARALLEL = (nn.parallel.DistributedDataParallel, nn.DataParallel)
 
-    The meta step evaluates the model functionally; DDP's reducer must not see those passes.
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module under data-parallel wrappers (``DistributedDataParallel``, ``DataParallel``), also
+    when ``torch.compile`` wrapped one (``torch.compile(DDP(model))``).
+
+    The meta step evaluates the model functionally; DDP's reducer must not see those passes. A compiled
+    model that wraps no data-parallel module is kept: the meta step's forwards run its compiled graphs
+    (``functional_call`` over its ``_orig_mod.`` parameter names).
     """
-    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        model = model.module
-    return model
+    while True:
+        compiled_inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
+        if isinstance(compiled_inner, _DATA_PARALLEL):
+            model = compiled_inner
+        elif isinstance(model, _DATA_PARALLEL):
+            model = model.module
+        else:
+            return model
 
 
 def to_device(obj: Any, device: torch.device) -> Any:
@@ -201,7 +212,8 @@ class MetaLearner:
         meta_loader: Held-out batches for the primary side of the meta step (``meta.source="loader"``).
         call: How to call the model on a batch; default ``model(batch)``.
         amp_dtype: Autocast dtype for the meta step's forwards (``torch.bfloat16`` / ``torch.float16``) on
-            CUDA, matching the loop's backbone step; None: full precision.
+            the model's device type (CUDA or CPU), matching the loop's backbone step; None: full precision.
+            The loss vector is promoted to float32 before the combiner and the finite differences.
         device: Where the combiner lives; default CPU (move it with :meth:`to`).
         nonfinite: ``"raise"`` (default): :meth:`combine` raises :class:`NonFiniteError` when finite losses
             give a non-finite combined loss, and :meth:`step` when the hypergradient is non-finite.
@@ -521,9 +533,9 @@ class MetaLearner:
         return batch
 
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None or device.type != "cuda":
+        if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self.amp_dtype)
+        return torch.autocast(device.type, dtype=self.amp_dtype)
 
     def _functional_losses(self, model: nn.Module, names: list[str], batch: Any) -> Callable[[Any], Tensor]:
         """``params -> [T]`` local losses of ``batch`` at the given backbone parameter values."""

@@ -55,7 +55,7 @@ class TrainerConfig:
     epochs: int = 3  # training epochs (ignored when max_steps is set)
     max_steps: int | None = None  # optimiser steps to train; set, it wins over epochs
     grad_accum: int = 1  # micro-batches per optimiser step
-    amp: Literal["off", "bf16", "fp16"] = "off"  # autocast on CUDA (ignored on CPU)
+    amp: Literal["off", "bf16", "fp16"] = "off"  # autocast on the model's device (CUDA or CPU); fp16 adds a GradScaler
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(name="adamw", lr=1e-3, weight_decay=0.01, warmup_ratio=0.1, clip_grad_norm=1.0)
     )  # backbone optimiser (plug-in default: AdamW 1e-3, 10% warm-up, linear decay, clip 1; paper rows: their YAML)
@@ -174,7 +174,7 @@ class Trainer:
         self.eval_fn = eval_fn
         self.steps_per_epoch = self._steps_per_epoch()
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
-        self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp] if self.device.type == "cuda" else None
+        self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
         self.meta = MetaLearner.for_model(model, cfg.combiner, cfg.meta, primary=cfg.primary, seed=cfg.seed, total_steps=self.total_steps,
                                           meta_loader=meta_loader, amp_dtype=self.amp_dtype, device=self.device,
                                           nonfinite=cfg.nonfinite)
@@ -188,7 +188,7 @@ class Trainer:
         self.named_params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.named_params, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.total_steps)
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
 
         self.step = 0
         self.epoch = 0
@@ -229,7 +229,7 @@ class Trainer:
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self.amp_dtype)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from meltr import CombinerConfig, LossTransformerConfig, MetaConfig, OptimConfig, TrainerConfig
 
@@ -100,3 +101,56 @@ def token_batches(n_batches: int, batch_size: int, seq: int = 6, vocab: int = 20
         masked = tok.masked_fill(torch.rand(batch_size, seq, generator=g) < 0.3, 0)
         out.append({"tokens": tok, "masked": masked, "label": tok[:, 0] % 3})
     return out
+
+
+class TinySDPA(nn.Module):
+    """A one-block token classifier that calls ``F.scaled_dot_product_attention`` itself (no dropout, so
+    every SDPA kernel applies), with the losses of :class:`TinyTransformer`.
+
+    Args:
+        mask: Pass an additive float mask ``[B, 1, S, S]`` (key padding of the last position) to SDPA.
+        checkpointing: Run the block under non-reentrant activation checkpointing.
+    """
+
+    loss_names = ("cls", "mtm", "order")
+    target_loss = "cls"
+
+    def __init__(self, vocab: int = 20, dim: int = 16, heads: int = 2, classes: int = 3, mask: bool = False,
+                 checkpointing: bool = False) -> None:
+        super().__init__()
+        self.heads, self.mask, self.checkpointing = heads, mask, checkpointing
+        self.emb = nn.Embedding(vocab, dim)
+        self.pos = nn.Parameter(torch.randn(12, dim) * 0.1)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.cls_head = nn.Linear(dim, classes)
+        self.mtm_head = nn.Linear(dim, vocab)
+        self.order_head = nn.Linear(dim, 2)
+
+    def _block(self, x: Tensor) -> Tensor:
+        b, s, d = x.shape
+        q, k, v = self.qkv(self.norm(x)).view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        mask = None
+        if self.mask:  # every query ignores the last key
+            mask = torch.zeros(b, 1, s, s, dtype=q.dtype, device=x.device)
+            mask[..., -1] = float("-inf")
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return x + self.proj(att.transpose(1, 2).reshape(b, s, d))
+
+    def encode(self, tok: Tensor) -> Tensor:
+        x = self.emb(tok) + self.pos[: tok.shape[1]]
+        if self.checkpointing:
+            return checkpoint(self._block, x, use_reentrant=False)
+        return self._block(x)
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        tok = batch["tokens"]
+        h, masked, shuffled = self.encode(tok), self.encode(batch["masked"]), self.encode(tok.flip(1))
+        order_logits = torch.cat([self.order_head(h.mean(1)), self.order_head(shuffled.mean(1))])
+        order_target = torch.cat([torch.zeros(len(tok)), torch.ones(len(tok))]).long()
+        return {
+            "cls": F.cross_entropy(self.cls_head(h.mean(1)), batch["label"]),
+            "mtm": F.cross_entropy(self.mtm_head(masked).flatten(0, 1), tok.flatten()),
+            "order": F.cross_entropy(order_logits, order_target),
+        }
