@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator, Literal, Protocol, Sequence
 
@@ -63,6 +64,8 @@ __all__ = [
     "directional_derivatives",
     "mixed_product",
     "lite_from_graph",
+    "full_precision",
+    "full_precision_requested",
 ]
 
 log = logging.getLogger(__name__)
@@ -164,6 +167,31 @@ def _dot(xs: Sequence[Tensor], ys: Sequence[Tensor]) -> Tensor:
     return sum((x * y).sum() for x, y in zip(xs, ys))  # type: ignore[return-value]
 
 
+_precision = threading.local()
+
+
+@contextlib.contextmanager
+def full_precision() -> Iterator[None]:
+    """Asks loss functions evaluated inside to skip their autocast: the finite-difference forwards of
+    ``mode="fd"`` run in the parameters' precision (a bf16 forward's rounding, ~4e-3, would swamp any
+    step small enough to stay linear). :class:`meltr.MetaLearner` honours it."""
+    before = getattr(_precision, "full", False)
+    _precision.full = True
+    try:
+        with contextlib.ExitStack() as stack:
+            for device in ("cpu", "cuda"):
+                if torch.is_autocast_enabled(device):
+                    stack.enter_context(torch.autocast(device, enabled=False))
+            yield
+    finally:
+        _precision.full = before
+
+
+def full_precision_requested() -> bool:
+    """Whether the caller is inside :func:`full_precision`."""
+    return getattr(_precision, "full", False)
+
+
 @contextlib.contextmanager
 def _differentiable_attention() -> Iterator[None]:
     """Routes ``scaled_dot_product_attention`` to the math kernel, which supports forward-mode AD and
@@ -217,15 +245,12 @@ def _fd_directional(aux_fn: CombinedObjective, params: Params, direction: Params
         l = aux_fn.losses([p.detach() for p in params])
         return l.detach(), torch.zeros_like(l)
     u = torch.finfo(params[0].dtype).eps
-    device = params[0].device.type
     r = rel_change if rel_change is not None else math.sqrt(u) * 3.0  # ~1e-3 in float32, ~5e-8 in float64
     kappa = 16.0  # forward rounding error of a loss, in units of u * |loss|
     snap = _rng_snapshot({p.device.type for p in params})
 
     def pair(t: float) -> tuple[Tensor, Tensor]:
-        # Under autocast the differenced forwards run in the parameters' precision: a bf16 forward's
-        # rounding (u ~ 4e-3) would swamp any step small enough to stay linear.
-        with torch.autocast(device, enabled=False):
+        with full_precision():  # under autocast too: the step rule assumes the parameters' rounding
             _rng_restore(snap)  # the same random state (dropout masks, sampled negatives) on both sides
             plus = aux_fn.losses([p.detach() + t * d for p, d in zip(params, direction)]).double()
             _rng_restore(snap)

@@ -47,6 +47,7 @@ from meltr.hypergrad import (
     HypergradConfig,
     SumObjective,
     build_hypergrad,
+    full_precision_requested,
     lite_from_graph,
 )
 from meltr.interface import Combiner, LossContractError, check_losses, losses_of, stack_losses
@@ -533,7 +534,7 @@ class MetaLearner:
         return batch
 
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
+        if self.amp_dtype is None or full_precision_requested():  # fd's differenced forwards: full precision
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=self.amp_dtype)
 
