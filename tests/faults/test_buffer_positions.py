@@ -10,13 +10,17 @@ back to storing the batches, with one warning.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -254,3 +258,54 @@ def test_meta_learner_in_a_user_loop_restores_positions_through_fetch() -> None:
         other.load_state_dict(state, fetch=lambda p: where[(9, 9)])
     with pytest.raises(ValueError, match="2 batches and 1 positions"):
         meta.maybe_step(model, batches[0], batches[1], positions=[(0, 0)])
+
+
+# ---------------------------------------------------------------------------------------------- 2 gloo ranks
+
+WORLD = 2
+
+
+def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    out = Path(out_dir)
+    report: dict[str, Any] = {}
+    try:
+        data = _samples(WORLD * 8 * STEPS_PER_EPOCH)
+
+        def build(run_dir: Path | None = None) -> Trainer:
+            torch.manual_seed(0)
+            loader = DataLoader(data, batch_size=8, sampler=EpochSampler(len(data), seed=1, rank=rank, world_size=WORLD),
+                                generator=torch.Generator())
+            return Trainer(ToyRegression(dropout=0.2), _cfg("positions", epochs=2), loader, device="cpu", run_dir=run_dir)
+
+        reference = build()
+        reference.fit()
+        _interrupt(build(out / "run"), at_step=STEPS_PER_EPOCH + 1)
+        dist.barrier()
+        resumed = build()
+        resumed.resume(out / "run" / "last.pt")
+        report["buffer"] = [batch_fingerprint(b) for b in resumed.meta.buffer]
+        resumed.fit()
+        try:
+            _assert_same(resumed, reference)
+            report["same"] = True
+        except AssertionError as exc:
+            report["same"] = f"differs: {exc}"
+        dist.barrier()  # no rank tears gloo down while the other still talks to it
+    finally:
+        (out / f"report{rank}.json").write_text(json.dumps(report))
+        dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_resume_their_own_buffers_from_positions_bit_exact(tmp_path) -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    reports = [json.loads((tmp_path / f"report{r}.json").read_text()) for r in range(WORLD)]
+    assert [r["same"] for r in reports] == [True, True]
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    (rank_file,) = (tmp_path / "run").glob("last.pt.rank1.*")
+    mine = load_checkpoint(rank_file)["meta"]
+    for meta, report in zip((last["meta"], mine), reports):
+        assert meta["buffer"] == [] and len(meta["buffer_positions"]) == 3
+        assert meta["buffer_fingerprints"] == report["buffer"]  # each rank re-read its own shard's batches
+    assert last["meta"]["buffer_fingerprints"] != mine["buffer_fingerprints"]
