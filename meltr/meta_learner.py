@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from meltr.baselines import CombinerConfig, build_combiner
+from meltr.buffer import BufferPosition, buffer_state, restore_buffer
 from meltr.hypergrad import (
     ITD,
     CombinedObjective,
@@ -54,7 +55,7 @@ from meltr.interface import Combiner, LossContractError, check_losses, losses_of
 from meltr.optim import OptimConfig, build_optimizer, build_scheduler
 
 __all__ = ["MetaConfig", "MetaLearner", "CombinerTrainingError", "NonFiniteError", "NonFinitePolicy", "ModelCall", "unwrap_model",
-           "to_device"]
+           "to_device", "CheckpointBuffer", "BUFFER_STATE_KEYS"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,13 @@ ModelCall = Callable[[nn.Module, Any], Any]
 """How a loop calls its model on a batch: ``call(model, batch) -> output`` (default ``model(batch)``;
 Hugging Face models take ``model(**batch)``). The output holds the named losses (see
 :func:`meltr.interface.losses_of`)."""
+
+CheckpointBuffer = Literal["positions", "batches", "none"]
+"""What a checkpoint keeps of the meta buffer: each batch's position and fingerprint (re-read at resume),
+the batches themselves, or nothing (see :attr:`MetaConfig.checkpoint_buffer`)."""
+
+BUFFER_STATE_KEYS = ("buffer", "buffer_saved", "buffer_positions", "buffer_fingerprints")
+"""The keys of :meth:`MetaLearner.state_dict` that describe the buffer (each rank's own, under DDP)."""
 
 
 @dataclass
@@ -77,17 +85,28 @@ class MetaConfig:
     source: Literal["buffer", "loader", "current"] = "buffer"
     buffer_size: int = 10  # how many recent training batches the buffer keeps (official: 10)
     buffer_evict: Literal["fifo", "weighted"] = "fifo"  # UniVL drops the oldest; VIOLET/All-in-one weighted
-    # Store the buffered batches in checkpoints (exact resume). false: small checkpoints when batches are
-    # large (e.g. 10 x 128 videos); a resumed run refills the buffer from its next batches (not bit-exact).
-    checkpoint_buffer: bool = True
+    # What checkpoints keep of the buffer. positions: each batch's (epoch, batch index) and fingerprint;
+    # meltr.Trainer re-reads and checks the batches at resume (exact and small; batches with no position,
+    # e.g. from a loader that cannot start mid-epoch or observe() without one, are stored as batches, with
+    # a warning). batches: the batches (exact, large: 10 x 128 videos). none: nothing, a resumed run refills
+    # the buffer (not bit-exact). The old booleans are read as true = batches, false = none.
+    checkpoint_buffer: CheckpointBuffer | bool = "positions"
     share_batch: bool = False  # one draw for both meta batches (the official draws twice, independently)
     hypergrad: HypergradConfig = field(default_factory=HypergradConfig)  # scheme and its options
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(name="adam", lr=1e-4, weight_decay=3e-5, schedule="constant", clip_grad_norm=10.0)
     )  # meta optimiser (official: Adam, lr 1e-4, L2 3e-5, clip 50/12/1 per backbone)
 
+    def __post_init__(self) -> None:
+        self._read_old_checkpoint_buffer()
+
+    def _read_old_checkpoint_buffer(self) -> None:
+        if isinstance(self.checkpoint_buffer, bool):  # configs and checkpoints written before the modes
+            self.checkpoint_buffer = "batches" if self.checkpoint_buffer else "none"
+
     def validate(self, where: str = "") -> None:
-        """Raises ValueError naming the field (``<where>.<field>``, e.g. ``meta.gamma``) of the first invalid value."""
+        """Raises ValueError naming the field (``<where>.<field>``, e.g. ``meta.gamma``) of the first invalid
+        value. An old boolean ``checkpoint_buffer`` becomes its mode (true: batches, false: none)."""
         at = f"{where}." if where else ""
         if self.every < 1:
             raise ValueError(f"{at}every must be >= 1, got {self.every}")
@@ -97,6 +116,10 @@ class MetaConfig:
             raise ValueError(f"{at}source must be buffer, loader or current, got {self.source!r}")
         if self.source == "current" and self.hypergrad.name != "aid_fp_lite":
             raise ValueError(f"{at}source=current supports the aid_fp_lite hypergradient only, got {self.hypergrad.name!r}")
+        self._read_old_checkpoint_buffer()  # also a boolean set after construction
+        if not isinstance(self.checkpoint_buffer, str) or self.checkpoint_buffer not in ("positions", "batches", "none"):
+            raise ValueError(f"{at}checkpoint_buffer must be 'positions', 'batches' or 'none' (or the old true = batches, "
+                             f"false = none), got {self.checkpoint_buffer!r}")
         # NaN fails every comparison, so `gamma < 0` alone would accept it.
         if not (math.isfinite(self.gamma) and self.gamma >= 0):
             raise ValueError(f"{at}gamma must be a finite number >= 0, got {self.gamma}")
@@ -265,6 +288,11 @@ class MetaLearner:
             self.scheduler = build_scheduler(self.optimizer, self.cfg.optim, self._meta_steps_planned())
         self.generator = torch.Generator().manual_seed(seed)
         self.buffer: list[Any] = []
+        # Parallel to the buffer: where each batch came from (None: unknown) and its fingerprint (computed
+        # at the first checkpoint that needs it, then kept).
+        self.buffer_positions: list[BufferPosition | None] = []
+        self._fingerprints: list[str | None] = []
+        self._warned_unpositioned = False
         self.steps = 0  # backbone steps seen by maybe_step
         self.meta_pos = 0  # batches consumed from meta_loader
         self.last_losses: Tensor | None = None  # the loss vector of the last combine() (global mean under DDP)
@@ -460,7 +488,8 @@ class MetaLearner:
 
     # ------------------------------------------------------------------ the meta step
 
-    def maybe_step(self, model: nn.Module, *batches: Any, lr: float | None = None) -> dict[str, float]:
+    def maybe_step(self, model: nn.Module, *batches: Any, lr: float | None = None,
+                   positions: Sequence[BufferPosition] | None = None) -> dict[str, float]:
         """Call once after every backbone optimiser step with that step's batch (or all its
         micro-batches, under gradient accumulation).
 
@@ -470,12 +499,16 @@ class MetaLearner:
             model: The model being fine-tuned (wrappers such as DDP are removed).
             batches: The step's batch(es), as given to the model.
             lr: The backbone's current learning rate (the ``itd`` scheme's inner step; others ignore it).
+            positions: Where each batch came from, ``(epoch, batch index in the epoch)``, when the loop can
+                read it again at resume (see :meth:`observe`); None: checkpoints store the batches.
 
         Returns:
             ``{"hypergrad_norm", "meta_lr"}`` when a meta step ran, else ``{}``.
         """
         if not batches:
             raise TypeError("maybe_step(model, batch, ...) needs the step's batch")
+        if positions is not None and len(positions) != len(batches):
+            raise ValueError(f"maybe_step got {len(batches)} batches and {len(positions)} positions: give one position per batch")
         out: dict[str, float] = {}
         if self.learnable and self.steps % self.cfg.every == 0:
             if self.cfg.source == "current":
@@ -488,27 +521,39 @@ class MetaLearner:
             else:
                 out = self.step(model, batches[-1], lr=lr)
         if self.cfg.source != "current":  # the current source needs no buffer
-            for b in batches:
-                self.observe(b)
+            for i, b in enumerate(batches):
+                self.observe(b, None if positions is None else positions[i])
         self.steps += 1
         return out
 
-    def observe(self, batch: Any) -> None:
+    def observe(self, batch: Any, position: BufferPosition | None = None) -> None:
         """Adds a training batch to the meta buffer (evicting per ``meta.buffer_evict``). With
-        ``meta.source="loader"`` the buffer still serves the auxiliary side of the meta step."""
+        ``meta.source="loader"`` the buffer still serves the auxiliary side of the meta step.
+
+        Args:
+            batch: The batch, as the loader gave it.
+            position: ``(epoch, index of the batch in the epoch)`` on this rank, for a loop that can read
+                that batch again (``meltr.Trainer`` does): with ``meta.checkpoint_buffer="positions"`` a
+                checkpoint then stores the position and a fingerprint instead of the batch, and
+                :meth:`load_state_dict` re-reads it through ``fetch``. None: the batch itself is stored.
+        """
         if not self.learnable:
             return
         self.buffer.append(batch)
+        self.buffer_positions.append(None if position is None else (int(position[0]), int(position[1])))
+        self._fingerprints.append(None)
         if len(self.buffer) <= self.cfg.buffer_size:
             return
         if self.cfg.buffer_evict == "fifo":
-            self.buffer.pop(0)
+            gone = 0
         else:
             # VIOLET / All-in-one: evict one of the first N entries with weights 1..N (older entries are
             # the least likely to go; the newest entry is never evicted at that moment).
             k = self.cfg.buffer_size
             weights = torch.arange(1, k + 1, dtype=torch.float)
-            self.buffer.pop(int(torch.multinomial(weights, 1, generator=self.generator)))
+            gone = int(torch.multinomial(weights, 1, generator=self.generator))
+        for entries in (self.buffer, self.buffer_positions, self._fingerprints):
+            entries.pop(gone)
 
     def _draw(self, current: Any) -> Any:
         if not self.buffer:
@@ -684,15 +729,31 @@ class MetaLearner:
         cfg = getattr(self.combiner, "cfg", None)
         return getattr(cfg, "residual", None)
 
+    def _buffer_state(self) -> dict[str, Any]:
+        """The buffer as ``meta.checkpoint_buffer`` asks (:data:`BUFFER_STATE_KEYS`): ``buffer`` (the
+        batches, or empty), ``buffer_saved`` (whether the batches are stored), ``buffer_positions`` and
+        ``buffer_fingerprints`` (lists when stored by position, else None)."""
+        mode = self.cfg.checkpoint_buffer
+        if mode == "positions" and None in self.buffer_positions:
+            if not self._warned_unpositioned:
+                self._warned_unpositioned = True
+                log.warning(
+                    "meta.checkpoint_buffer is 'positions', but %d of the %d buffered batches have no position (meltr.Trainer "
+                    "gives positions for a DataLoader whose sampler can start mid-epoch, e.g. meltr.EpochSampler; observe() and "
+                    "maybe_step() without positions= give none): checkpoints store the batches themselves, as with "
+                    "meta.checkpoint_buffer: batches", self.buffer_positions.count(None), len(self.buffer))
+            mode = "batches"
+        return buffer_state(self.buffer, self.buffer_positions, self._fingerprints, mode)  # type: ignore[arg-type]
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: combiner, meta optimiser and schedule, meta RNG,
-        buffer, counters (tensors and plain containers only: loads with ``weights_only=True``)."""
+        buffer (per ``meta.checkpoint_buffer``: positions and fingerprints, the batches, or nothing),
+        counters (tensors and plain containers only: loads with ``weights_only=True``)."""
         state: dict[str, Any] = {
             "loss_names": list(self.loss_names),
             "combiner": self.combiner.state_dict(),
             "generator": self.generator.get_state(),
-            "buffer": list(self.buffer) if self.cfg.checkpoint_buffer else [],
-            "buffer_saved": self.cfg.checkpoint_buffer,
+            **self._buffer_state(),
             "steps": self.steps,
             "meta_pos": self.meta_pos,
             "skipped_meta_steps": self.skipped_meta_steps,
@@ -705,8 +766,21 @@ class MetaLearner:
             state["scheduler"] = self.scheduler.state_dict()
         return state
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restores a :meth:`state_dict` of a meta-learner with the same losses and combiner."""
+    def load_state_dict(self, state: Mapping[str, Any], fetch: Callable[[BufferPosition], Any] | None = None) -> None:
+        """Restores a :meth:`state_dict` of a meta-learner with the same losses and combiner.
+
+        Args:
+            state: What :meth:`state_dict` returned (this rank's, under DDP).
+            fetch: ``fetch((epoch, index)) -> batch``: reads a training batch again, as the loader gave it
+                (``meltr.Trainer`` passes its own); needed when ``state`` stores the buffer by position.
+                With ``meta.checkpoint_buffer="none"`` such a buffer is not re-read (it refills).
+
+        Raises:
+            BufferMismatchError: a re-read batch differs from the buffered one (its fingerprint), or
+                ``fetch`` cannot read it (a :class:`~meltr.checkpoint.CheckpointError`).
+            ValueError: the state does not fit this meta-learner, or it stores positions and no ``fetch``
+                was given.
+        """
         if list(state["loss_names"]) != list(self.loss_names):
             raise ValueError(f"meta-learner state has losses {list(state['loss_names'])}, this one {list(self.loss_names)}")
         form = self._combiner_form()
@@ -717,6 +791,9 @@ class MetaLearner:
                 f"meta-learner state holds a loss transformer trained in the residual={saved!r} form, this one is "
                 f"residual={form!r}: the same weights compute another loss; resume with combiner.meltr.residual={saved!r}"
             )
+        # Before any change: it may raise.
+        buffer, positions, fingerprints = restore_buffer(state, fetch, mode=self.cfg.checkpoint_buffer,  # type: ignore[arg-type]
+                                                         refills=self.learnable and self.cfg.source == "buffer")
         self.combiner.load_state_dict(state["combiner"])
         if self.learnable:
             if "optimizer" not in state:
@@ -724,10 +801,7 @@ class MetaLearner:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
-        self.buffer = list(state["buffer"])
-        if not state.get("buffer_saved", True) and self.learnable and self.cfg.source == "buffer":
-            log.warning("the checkpoint holds no meta buffer (meta.checkpoint_buffer: false): the buffer refills from the "
-                        "next training batches, so this resumed run is not bit-identical to an uninterrupted one")
+        self.buffer, self.buffer_positions, self._fingerprints = buffer, positions, fingerprints
         self.steps, self.meta_pos = int(state["steps"]), int(state["meta_pos"])
         self.skipped_meta_steps = int(state.get("skipped_meta_steps", 0))  # absent before issue 14
         self._meta_iter = None

@@ -33,11 +33,13 @@ from torch import Tensor, nn
 
 from meltr import distributed as D
 from meltr.baselines import CombinerConfig
+from meltr.buffer import BufferMismatchError, BufferPosition
 from meltr.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from meltr.config import to_dict
 from meltr.interface import LossContractError
 from meltr.log import RunLogger, peak_memory, reset_peak_memory, setup_logging
-from meltr.meta_learner import CombinerTrainingError, MetaConfig, MetaLearner, NonFiniteError, NonFinitePolicy, to_device
+from meltr.meta_learner import (BUFFER_STATE_KEYS, CombinerTrainingError, MetaConfig, MetaLearner, NonFiniteError, NonFinitePolicy,
+                                to_device)
 from meltr.optim import OptimConfig, build_optimizer, build_scheduler
 from meltr.sampler import EpochSampler
 
@@ -92,6 +94,12 @@ def _announce_epoch(loader: Iterable, epoch: int) -> None:
     for obj in (getattr(loader, "sampler", None), getattr(loader, "dataset", None)):
         if hasattr(obj, "set_epoch"):
             obj.set_epoch(epoch)  # type: ignore[union-attr]
+
+
+def _reads_by_position(loader: Iterable) -> bool:
+    """Whether ``loader`` can start an epoch at any batch: a sampler with ``set_start`` (such as
+    :class:`EpochSampler`) under a fixed batch size. Then batch ``i`` of epoch ``e`` can be read again."""
+    return hasattr(getattr(loader, "sampler", None), "set_start") and bool(getattr(loader, "batch_size", None))
 
 
 def _shard_loader(loader: Iterable, seed: int) -> Iterable:
@@ -184,6 +192,8 @@ class Trainer:
                         "(give it generator=torch.Generator())")
         self.loss_names, self.primary = self.meta.loss_names, self.meta.primary
         self.primary_index = self.meta.primary_index
+        # Checkpoints store the meta buffer as positions when the loader can read a batch again by position.
+        self._positions = cfg.meta.checkpoint_buffer == "positions" and _reads_by_position(self.train_loader)
         self.net = D.wrap_ddp(self.model, self.device)
         self.named_params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.named_params, cfg.optim)
@@ -236,8 +246,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
 
-    def train_step(self, micro_batches: list[Any]) -> dict[str, Any]:
-        """One optimiser step over ``micro_batches`` (gradient accumulation), then the meta step."""
+    def train_step(self, micro_batches: list[Any], positions: list[BufferPosition] | None = None) -> dict[str, Any]:
+        """One optimiser step over ``micro_batches`` (gradient accumulation), then the meta step.
+
+        Args:
+            micro_batches: The step's batches, as the train loader gave them.
+            positions: Each batch's ``(epoch, index in the epoch)`` in the train loader (:meth:`fit` passes
+                them), so that checkpoints can store the buffered batches by position; None: by value.
+        """
         self.net.train()
         self.meta.combiner.train()
         n = len(micro_batches)
@@ -281,7 +297,7 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-        meta = self.meta.maybe_step(self.model, *micro_batches, lr=self._lr())
+        meta = self.meta.maybe_step(self.model, *micro_batches, lr=self._lr(), positions=positions)
         if self.step % self.cfg.log_every == 0:
             self._log_train(record["losses"], float(record["combined"]))
         if meta:
@@ -388,22 +404,33 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def _epoch_batches(self) -> Iterator[Any]:
+        return self._batches_from(self.epoch, self.batch_in_epoch)
+
+    def _batches_from(self, epoch: int, skip: int) -> Iterator[Any]:
+        """The train loader's batches of ``epoch`` from batch ``skip`` on (the sampler starts there when it can)."""
         loader = self.train_loader
-        _announce_epoch(loader, self.epoch)
-        sampler = getattr(loader, "sampler", None)
+        _announce_epoch(loader, epoch)
         gen = getattr(loader, "generator", None)
         if isinstance(gen, torch.Generator):
             # The iterator draws its base seed from this generator; seeding it per epoch keeps the
             # global RNG untouched and makes worker seeds a function of (seed, epoch).
-            gen.manual_seed(self.cfg.seed * 100_003 + self.epoch)
+            gen.manual_seed(self.cfg.seed * 100_003 + epoch)
         elif not self._warned_generator and hasattr(loader, "generator"):
             self._warned_generator = True
             log.warning("train_loader has no generator: creating its iterator consumes the global RNG, so resume is not bit-exact")
-        skip = self.batch_in_epoch
-        if skip and hasattr(sampler, "set_start") and getattr(loader, "batch_size", None):
-            sampler.set_start(skip * loader.batch_size)  # type: ignore[union-attr]
+        if _reads_by_position(loader):
+            # Also at 0: a re-read of a buffered batch (resume) may have left the sampler elsewhere.
+            loader.sampler.set_start(skip * loader.batch_size)  # type: ignore[attr-defined]
             return iter(loader)
         return itertools.islice(iter(loader), skip, None)
+
+    def _read_batch(self, position: BufferPosition) -> Any:
+        """Batch ``index`` of ``epoch`` read again from the train loader, as it gave it (a meta-buffer entry at resume)."""
+        epoch, index = position
+        try:
+            return next(self._batches_from(epoch, index))
+        except StopIteration:
+            raise LookupError(f"the train loader has no batch {index} in epoch {epoch}") from None
 
     def _log_epoch(self, started: float, first_batch: int) -> None:
         """Logs an ``epoch`` record: training wall time of the epoch (evaluation and checkpointing
@@ -467,7 +494,7 @@ class Trainer:
                 micro.append(raw)
                 if len(micro) < accum:
                     continue
-                self.train_step(micro)
+                self.train_step(micro, [(self.epoch, self.batch_in_epoch + j) for j in range(len(micro))] if self._positions else None)
                 self.batch_in_epoch += len(micro)
                 micro = []
                 self.logger.progress(1)
@@ -531,9 +558,10 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def _rank_state(self) -> dict[str, Any]:
-        """What differs between ranks: the global RNG, the meta-batch RNG and the meta buffer."""
+        """What differs between ranks: the global RNG, the meta-batch RNG and the meta buffer (its batches,
+        or their positions in this rank's shard and fingerprints)."""
         meta = self.meta.state_dict()
-        return {"rng": rng_state(), "meta": {"generator": meta["generator"], "buffer": meta["buffer"]}}
+        return {"rng": rng_state(), "meta": {"generator": meta["generator"], **{k: meta[k] for k in BUFFER_STATE_KEYS}}}
 
     def weights_dict(self) -> dict[str, Any]:
         """What evaluation needs (``best.pt``): model and combiner weights, config, metrics."""
@@ -619,7 +647,10 @@ class Trainer:
         if state["world_size"] != D.world_size():
             raise ValueError(f"checkpoint was written with {state['world_size']} ranks, this run has {D.world_size()}")
         self.model.load_state_dict(state["model"])
-        self.meta.load_state_dict({**state["meta"], "combiner": state["combiner"], "loss_names": state["loss_names"]})
+        # A buffer stored by position is read again from the train loader here, before the RNG states are
+        # set below (opening a loader without a generator draws from the global RNG).
+        self.meta.load_state_dict({**state["meta"], "combiner": state["combiner"], "loss_names": state["loss_names"]},
+                                  fetch=self._read_batch if _reads_by_position(self.train_loader) else None)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and "scaler" in state:
@@ -649,13 +680,20 @@ class Trainer:
         if isinstance(saved, dict) and saved.get("name") not in (None, ours):
             raise CheckpointError(f"{path} was written by a run with the {saved['name']!r} combiner, this run uses {ours!r}: "
                                   f"resume with trainer.combiner.name={saved['name']}, or start a new run")
+        mismatch: BufferMismatchError | None = None
         try:
             self.load_state_dict(state)
+        except BufferMismatchError as exc:
+            mismatch = BufferMismatchError(f"cannot resume from {path}: {exc}")
         except CheckpointError:
             raise
         except (KeyError, RuntimeError, ValueError) as exc:  # another model, combiner size or form
             raise CheckpointError(f"cannot resume from {path}: it does not fit this run ({type(exc).__name__}: "
                                   f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r})") from exc
+        # Each rank re-reads its own buffered batches: all ranks raise if one of them found a mismatch.
+        found = [m for m in D.gather_objects(None if mismatch is None else str(mismatch)) if m is not None]
+        if found:
+            raise mismatch if mismatch is not None else BufferMismatchError(f"on another rank: {found[0]}")
         self.logger.log({"kind": "resume", "step": self.step, "epoch": self.epoch, "from": str(path)})
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch)
 

@@ -10,7 +10,8 @@ STDLIB_OK = {"__future__", "abc", "argparse", "collections", "contextlib", "copy
              "io", "itertools", "json", "logging", "math", "os", "pathlib", "pickle", "random", "re", "statistics", "sys",
              "tempfile", "time", "types", "typing", "warnings", "numbers", "inspect", "textwrap", "difflib",
              "resource",  # resource: peak RSS for the epoch records (POSIX; log.py falls back without it)
-             "datetime"}  # datetime: the trainer's ETA in its progress log lines
+             "datetime",  # datetime: the trainer's ETA in its progress log lines
+             "hashlib", "ctypes"}  # buffer.py: sha256 fingerprints of buffered batches, over the tensors' bytes in place
 
 
 def _imports(path: Path) -> list[tuple[str, bool]]:
