@@ -3,7 +3,8 @@
 Each rank trains on its half of every global batch. Because every loss is a per-sample mean and the
 halves have equal size, the global batch's losses are the mean of the ranks' losses; the trainer
 averages the loss vector before the (nonlinear) combiner and the meta step averages ``v``, the loss
-vector and its directional derivatives explicitly, so both ranks must end with identical parameters
+vector and its directional derivatives explicitly (``source: current`` takes ``v`` from each rank's own
+training graph and averages it the same way), so both ranks must end with identical parameters
 equal to a single-process run on the full batches.
 """
 
@@ -24,10 +25,12 @@ WORLD = 2
 
 
 def _cfg(mode: str, combiner: str) -> TrainerConfig:
+    source, _, mode = mode.rpartition(":")  # "current:vjp": meta.source current, mode vjp
     return TrainerConfig(
         combiner=CombinerConfig(name=combiner, meltr=LossTransformerConfig(scale_hidden_dim=8, hidden_dim=16, ffn_dim=16, num_heads=4, dropout=0.0)),
         optim=OptimConfig(name="adam", lr=1e-2, schedule="linear", warmup_steps=1),
-        meta=MetaConfig(every=2, gamma=0.1, buffer_size=3, hypergrad=HypergradConfig(mode=mode), optim=OptimConfig(name="adam", lr=1e-2)),
+        meta=MetaConfig(every=2, gamma=0.1, buffer_size=3, source=source or "buffer", hypergrad=HypergradConfig(mode=mode),
+                        optim=OptimConfig(name="adam", lr=1e-2)),
         epochs=2,
         tensorboard=False,
     )
@@ -59,7 +62,7 @@ def _worker(rank: int, init_file: str, out_dir: str, mode: str, combiner: str) -
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("mode,combiner", [("jvp", "meltr"), ("fd", "meltr"), ("jvp", "sum")])
+@pytest.mark.parametrize("mode,combiner", [("jvp", "meltr"), ("fd", "meltr"), ("current:vjp", "meltr"), ("jvp", "sum")])
 def test_two_gloo_ranks_equal_single_process_on_concatenated_batch(tmp_path, mode: str, combiner: str) -> None:
     ctx_env = {"OMP_NUM_THREADS": "1"}
     os.environ.update(ctx_env)
