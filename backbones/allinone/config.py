@@ -20,6 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
+from backbones.common.attention import AttentionImpl, check_attention
 from backbones.common.bert import BertConfig
 
 __all__ = ["LOSS_NAMES", "Primary", "AllInOneConfig"]
@@ -51,6 +52,7 @@ class AllInOneConfig:
     primary: Primary = "ind_itc"  # meta-objective: "ind_itc" (paper) or "mlm" (the released fork)
     patch_shuffle: bool = False  # official per-forward random patch order in training (never in eval)
     initializer_range: float = 0.02  # std of the normal / truncated-normal inits
+    attention: AttentionImpl = "sdpa"  # ViT attention: "sdpa" (fused kernels) or "explicit" (matmul/softmax)
 
     @classmethod
     def base(cls, **overrides: object) -> AllInOneConfig:
@@ -104,7 +106,7 @@ class AllInOneConfig:
             vocab_size=self.vocab_size, hidden_size=self.hidden_size, num_hidden_layers=self.num_layers,
             num_attention_heads=self.num_heads, intermediate_size=int(self.hidden_size * self.mlp_ratio),
             max_position_embeddings=self.max_text_len, type_vocab_size=2, hidden_dropout_prob=self.drop_rate,
-            attention_probs_dropout_prob=0.0, initializer_range=self.initializer_range,
+            attention_probs_dropout_prob=0.0, initializer_range=self.initializer_range, attention=self.attention,
         )
 
     def replace(self, **changes: object) -> AllInOneConfig:
@@ -161,3 +163,4 @@ class AllInOneConfig:
                              f"or a different fold_div")
         if not self.initializer_range > 0:
             raise ValueError(f"AllInOneConfig.initializer_range must be > 0, got {self.initializer_range!r}")
+        check_attention(self.attention, "AllInOneConfig.attention")

@@ -96,7 +96,8 @@ class Block(nn.Module):
         super().__init__()
         dim = cfg.hidden_size
         self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
-        self.attn = QKVAttention(dim, cfg.num_heads, qkv_bias=True, attn_drop=0.0, proj_drop=cfg.drop_rate)
+        self.attn = QKVAttention(dim, cfg.num_heads, qkv_bias=True, attn_drop=0.0, proj_drop=cfg.drop_rate,
+                                 attention=cfg.attention)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), drop=cfg.drop_rate)

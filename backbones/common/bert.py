@@ -5,10 +5,11 @@ BERT code that UniVL, VIOLET and All-in-one build on. Module and parameter names
 (``attention.self.query``, ``attention.output.LayerNorm``, ``intermediate.dense``, ...) so official
 checkpoints map onto these modules by identity.
 
-Attention is written out with ``matmul``/``softmax`` on purpose: MELTR's meta step differentiates
-through the backbone twice (double backward) and with forward-mode AD (``torch.func.jvp``), which the
-fused ``F.scaled_dot_product_attention`` kernels do not all support. Nothing here mutates tensors in
-place, so every module works under ``torch.func.functional_call`` and on the ``meta`` device.
+Attention runs ``F.scaled_dot_product_attention`` by default (``BertConfig.attention="sdpa"``) or the
+original written-out ``matmul``/``softmax`` (``"explicit"``); see :mod:`backbones.common.attention` for when
+they differ (forward-mode AD and double backward need the math kernel; training dropout draws other
+random numbers). Nothing here mutates tensors in place, so every module works under
+``torch.func.functional_call`` and on the ``meta`` device.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
+
+from backbones.common.attention import AttentionImpl, check_attention, sdpa_attention
 
 __all__ = [
     "MASK_VALUE",
@@ -70,6 +73,7 @@ class BertConfig:
     attention_probs_dropout_prob: float = 0.1  # dropout on the attention probabilities
     initializer_range: float = 0.02  # std of the normal init of Linear/Embedding weights
     layer_norm_eps: float = 1e-12  # BERT's "TF-style" LayerNorm epsilon
+    attention: AttentionImpl = "sdpa"  # "sdpa" (fused kernels) or "explicit" (matmul/softmax; backbones.common.attention)
 
     def validate(self, name: str = "bert") -> None:
         """Raises ``ValueError`` naming ``name`` and the offending field."""
@@ -84,6 +88,7 @@ class BertConfig:
         for field in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0.0 <= getattr(self, field) < 1.0:
                 raise ValueError(f"{name}.{field} must be in [0, 1), got {getattr(self, field)!r}")
+        check_attention(self.attention, f"{name}.attention")
 
 
 class EncoderOutput(NamedTuple):
@@ -121,6 +126,7 @@ class MultiHeadAttention(nn.Module):
     """``query``/``key``/``value`` projections and scaled dot-product attention.
 
     Self-attention when ``context`` is None, otherwise cross-attention from ``hidden`` to ``context``.
+    ``cfg.attention`` picks the implementation (:mod:`backbones.common.attention`).
     """
 
     def __init__(self, cfg: BertConfig) -> None:
@@ -131,6 +137,8 @@ class MultiHeadAttention(nn.Module):
         self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.dropout = nn.Dropout(cfg.attention_probs_dropout_prob)
+        check_attention(cfg.attention, "BertConfig.attention")
+        self.attention = cfg.attention
 
     def forward(self, hidden: Tensor, attention_bias: Tensor, context: Tensor | None = None) -> Tensor:
         """Attends from ``hidden`` to ``context`` (default: ``hidden``).
@@ -147,10 +155,14 @@ class MultiHeadAttention(nn.Module):
         q = rearrange(self.query(hidden), "b q (h d) -> b h q d", h=self.num_heads)
         k = rearrange(self.key(context), "b k (h d) -> b h k d", h=self.num_heads)
         v = rearrange(self.value(context), "b k (h d) -> b h k d", h=self.num_heads)
-        # Divide after the matmul (not by pre-scaling q), in the official order, to stay bit-close.
-        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_size) + attention_bias
-        probs = self.dropout(scores.softmax(dim=-1))
-        return rearrange(torch.matmul(probs, v), "b h q d -> b q (h d)")
+        if self.attention == "sdpa":
+            out = sdpa_attention(q, k, v, attention_bias, self.dropout, 1.0 / math.sqrt(self.head_size))
+        else:
+            # Divide after the matmul (not by pre-scaling q), in the official order, to stay bit-close.
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_size) + attention_bias
+            probs = self.dropout(scores.softmax(dim=-1))
+            out = torch.matmul(probs, v)
+        return rearrange(out, "b h q d -> b q (h d)")
 
 
 class ResidualOutput(nn.Module):

@@ -6,14 +6,17 @@ official checkpoints map by identity, and they add nothing either model lacks. W
 models (windowing and relative-position bias in Swin, temporal token rolling in All-in-one) lives in each backbone
 and reaches the attention only through an additive score bias.
 
-Attention is written with ``matmul``/``softmax`` instead of ``F.scaled_dot_product_attention``: MELTR's meta step
-needs double backward and forward-mode AD through the backbone (see ``backbones/common/bert.py``).
+Attention runs ``F.scaled_dot_product_attention`` by default (``attention="sdpa"``) or the original written-out
+``matmul``/``softmax`` (``"explicit"``); :mod:`backbones.common.attention` says when the two differ (forward-mode
+AD and double backward need the math kernel; training dropout draws other random numbers).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from backbones.common.attention import AttentionImpl, check_attention, sdpa_attention
 
 __all__ = ["drop_path", "DropPath", "Mlp", "QKVAttention", "init_vit_weights"]
 
@@ -65,13 +68,16 @@ class QKVAttention(nn.Module):
     scores ``[B, heads, N, N]`` (a padding mask of ``-inf``/``0`` as ``[B, 1, 1, N]``, a relative-position table
     as ``[heads, N, N]``), or is 5-D ``[G or 1, W, heads, N, N]`` for windowed inputs, where the batch holds
     ``B = G * W`` windows in groups of ``W`` (Swin's shifted-window mask, one per window position).
+    ``attention`` picks the implementation (:mod:`backbones.common.attention`).
     """
 
     def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0) -> None:
+                 proj_drop: float = 0.0, attention: AttentionImpl = "sdpa") -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"attention width {dim} is not divisible by {num_heads} heads")
+        check_attention(attention, "QKVAttention.attention")
+        self.attention = attention
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim ** -0.5
@@ -83,18 +89,28 @@ class QKVAttention(nn.Module):
     def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        scores = (q * self.scale) @ k.transpose(-2, -1)
-        if bias is not None:
-            if bias.ndim == 5:
-                windows = bias.shape[1]
-                if b % windows:
-                    raise ValueError(f"batch of {b} windows is not a multiple of the bias's {windows} windows")
-                scores = (scores.view(b // windows, windows, self.num_heads, n, n) + bias).view(b, self.num_heads, n, n)
-            else:
-                scores = scores + bias
-        attn = self.attn_drop(scores.softmax(dim=-1))
-        out = (attn @ v).transpose(1, 2).reshape(b, n, c)
-        return self.proj_drop(self.proj(out))
+        windowed = bias is not None and bias.ndim == 5
+        windows = bias.shape[1] if windowed else 1  # type: ignore[union-attr]
+        if b % windows:
+            raise ValueError(f"batch of {b} windows is not a multiple of the bias's {windows} windows")
+        if self.attention == "sdpa" and windowed:
+            # The fused kernels take 4-D inputs: fold each group's windows into the head axis
+            # ([G, W·heads, N, d]) so the [G or 1, W, heads, N, N] bias applies without a per-group copy.
+            fold = (b // windows, windows * self.num_heads, n, self.head_dim)
+            out = sdpa_attention(q.reshape(fold), k.reshape(fold), v.reshape(fold), bias.flatten(1, 2),  # type: ignore[union-attr]
+                                 self.attn_drop, self.scale).view(b, self.num_heads, n, self.head_dim)
+        elif self.attention == "sdpa":
+            out = sdpa_attention(q, k, v, bias, self.attn_drop, self.scale)
+        else:
+            scores = (q * self.scale) @ k.transpose(-2, -1)
+            if bias is not None:
+                if bias.ndim == 5:
+                    scores = (scores.view(b // windows, windows, self.num_heads, n, n) + bias).view(b, self.num_heads, n, n)
+                else:
+                    scores = scores + bias
+            attn = self.attn_drop(scores.softmax(dim=-1))
+            out = attn @ v
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, c)))
 
 
 def init_vit_weights(module: nn.Module, std: float = 0.02) -> None:

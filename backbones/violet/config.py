@@ -24,6 +24,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from backbones.common.attention import AttentionImpl, check_attention
 from backbones.common.bert import BertConfig
 
 __all__ = ["Task", "TASK_LOSSES", "SwinConfig", "VioletConfig"]
@@ -54,6 +55,7 @@ class SwinConfig:
     mlp_ratio: float = 4.0  # MLP hidden width / block width
     drop_path_rate: float = 0.2  # stochastic depth, linearly 0 … rate over all blocks (active in train())
     layer_norm_eps: float = 1e-5  # every LayerNorm in Swin (PyTorch default)
+    attention: AttentionImpl = "sdpa"  # window attention: "sdpa" (fused kernels) or "explicit" (matmul/softmax)
 
     def __post_init__(self) -> None:
         self.depths = tuple(int(d) for d in self.depths)
@@ -87,6 +89,7 @@ class SwinConfig:
             raise ValueError(f"{name}.window_size must be positive, got {self.window_size}")
         if not 0.0 <= self.drop_path_rate < 1.0 or self.mlp_ratio <= 0 or self.layer_norm_eps <= 0:
             raise ValueError(f"{name}: drop_path_rate must be in [0, 1), mlp_ratio and layer_norm_eps > 0")
+        check_attention(self.attention, f"{name}.attention")
 
 
 def _bert_base() -> BertConfig:

@@ -20,7 +20,7 @@ Official behaviour reproduced (``shared/reference/violet.md`` §1.1), including 
 Module and parameter names are the official ones (``patch_embed.proj``, ``layers.{s}.blocks.{b}.attn.qkv``,
 ``relative_position_bias_table``, the persistent ``relative_position_index`` buffer, ``downsample.reduction``,
 ``norm``), so ``ckpt_video-swin.pt`` loads by identity. Attention, MLP and drop path are the shared
-:mod:`backbones.common.vit` layers (explicit matmul/softmax: MELTR differentiates through them twice).
+:mod:`backbones.common.vit` layers (``SwinConfig.attention`` picks fused SDPA or the explicit matmul/softmax).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from backbones.common.attention import AttentionImpl
 from backbones.common.vit import DropPath, Mlp, QKVAttention
 from backbones.violet.config import SwinConfig
 
@@ -130,10 +131,11 @@ class WindowAttention3D(QKVAttention):
 
     Args:
         dim: token width. num_heads: heads. window: the *configured* window; the index is built for it once.
+        attention: the attention implementation (:mod:`backbones.common.attention`).
     """
 
-    def __init__(self, dim: int, num_heads: int, window: Triple) -> None:
-        super().__init__(dim, num_heads, qkv_bias=True)
+    def __init__(self, dim: int, num_heads: int, window: Triple, attention: AttentionImpl = "sdpa") -> None:
+        super().__init__(dim, num_heads, qkv_bias=True, attention=attention)
         wd, wh, ww = window
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * wd - 1) * (2 * wh - 1) * (2 * ww - 1), num_heads))
         self.register_buffer("relative_position_index", relative_position_index(window))
@@ -154,11 +156,11 @@ class SwinBlock3D(nn.Module):
     """``x + DropPath(WindowAttn(LN1(x)))`` then ``x + DropPath(MLP(LN2(x)))``, shifted when ``shift`` > 0."""
 
     def __init__(self, dim: int, num_heads: int, window: Triple, shift: Triple, mlp_ratio: float, drop_path: float,
-                 eps: float) -> None:
+                 eps: float, attention: AttentionImpl = "sdpa") -> None:
         super().__init__()
         self.window, self.shift = window, shift
         self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = WindowAttention3D(dim, num_heads, window)
+        self.attn = WindowAttention3D(dim, num_heads, window, attention)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
@@ -202,12 +204,13 @@ class BasicLayer(nn.Module):
     """One stage: ``blocks`` (even unshifted, odd shifted by window//2) then optional ``downsample``."""
 
     def __init__(self, dim: int, depth: int, num_heads: int, window: Triple, mlp_ratio: float,
-                 drop_path: list[float], eps: float, downsample: bool) -> None:
+                 drop_path: list[float], eps: float, downsample: bool, attention: AttentionImpl = "sdpa") -> None:
         super().__init__()
         self.window = window
         self.shift: Triple = tuple(w // 2 for w in window)  # type: ignore[assignment]
         self.blocks = nn.ModuleList(
-            SwinBlock3D(dim, num_heads, window, (0, 0, 0) if i % 2 == 0 else self.shift, mlp_ratio, drop_path[i], eps)
+            SwinBlock3D(dim, num_heads, window, (0, 0, 0) if i % 2 == 0 else self.shift, mlp_ratio, drop_path[i], eps,
+                        attention)
             for i in range(depth))
         self.downsample = PatchMerging(dim, eps) if downsample else None
 
@@ -244,7 +247,7 @@ class SwinTransformer3D(nn.Module):
         last = len(cfg.depths) - 1
         self.layers = nn.ModuleList(
             BasicLayer(cfg.embed_dim * 2 ** i, depth, cfg.num_heads[i], cfg.window_size, cfg.mlp_ratio,
-                       rates[starts[i]:starts[i] + depth], eps, downsample=i < last)
+                       rates[starts[i]:starts[i] + depth], eps, downsample=i < last, attention=cfg.attention)
             for i, depth in enumerate(cfg.depths))
         self.norm = nn.LayerNorm(cfg.num_features, eps=eps)
 

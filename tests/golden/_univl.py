@@ -6,10 +6,12 @@ missing fixture **fails** the test with the expected path; it never skips.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 
+from backbones.common.attention import AttentionImpl
 from backbones.univl import UniVL, UniVLConfig
 from tests.golden import _fixtures
 from tests.golden._fixtures import fixture_dir
@@ -40,12 +42,15 @@ def load_keys_shapes() -> dict[str, Any]:
     return _fixtures.load_keys_shapes("univl")
 
 
-def golden_model(layout: str, **cfg: Any) -> UniVL:
-    """The tiny UniVL in ``layout`` with golden weights, in eval mode (dropout off, as the fixture).
+def golden_model(layout: str, attention: AttentionImpl = "sdpa", **cfg: Any) -> UniVL:
+    """The tiny UniVL in ``layout`` with golden weights, in eval mode (dropout off, as the fixture), every
+    tower's attention implemented by ``attention``.
 
     Keys are matched exactly: the model's keys must equal golden's minus ``LAYOUT_LACKS[layout]``.
     """
-    model = UniVL(UniVLConfig.tiny(layout=layout, **cfg))
+    base = UniVLConfig.tiny(layout=layout, **cfg)
+    towers = ("text", "visual", "cross", "decoder")
+    model = UniVL(base.replace(**{t: dataclasses.replace(getattr(base, t), attention=attention) for t in towers}))
     state = load_golden()["state_dict"]
     lacks = LAYOUT_LACKS[layout]
     kept = {k: v for k, v in state.items() if not k.startswith(lacks)} if lacks else dict(state)

@@ -6,11 +6,13 @@ missing fixture **fails** the test with the expected path; it never skips.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from backbones.common.attention import AttentionImpl
 from backbones.violet import Violet, VioletConfig
 from tests.golden import _fixtures
 from tests.golden._fixtures import fixture_dir
@@ -40,13 +42,17 @@ def golden_state(fixture_task: str) -> dict[str, Tensor]:
     return {k: (index if k.endswith("relative_position_index") else g["state_dict"][k]) for k in g["task_keys"][fixture_task]}
 
 
-def golden_model(task: str = "retrieval", fixture_task: str | None = None, **cfg: Any) -> Violet:
-    """The tiny VIOLET for ``task`` with the fixture's weights (strict, exact key set), in eval mode.
+def golden_model(task: str = "retrieval", fixture_task: str | None = None, attention: AttentionImpl = "sdpa",
+                 **cfg: Any) -> Violet:
+    """The tiny VIOLET for ``task`` with the fixture's weights (strict, exact key set), in eval mode, the Swin
+    and BERT attention implemented by ``attention``.
 
     ``fork_quirks`` defaults to True: the fixture was made with the fork's code.
     """
     cfg.setdefault("fork_quirks", True)
-    model = Violet(VioletConfig.tiny(task=task, **cfg))
+    base = VioletConfig.tiny(task=task, **cfg)
+    model = Violet(base.replace(swin=dataclasses.replace(base.swin, attention=attention),
+                                bert=dataclasses.replace(base.bert, attention=attention)))
     model.load_state_dict(golden_state(fixture_task or GOLDEN_TASKS[task]), strict=True)
     return model.eval()
 

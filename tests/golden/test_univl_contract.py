@@ -18,6 +18,7 @@ from torch.func import functional_call, jvp
 
 from backbones.common.losses import masked_cross_entropy, masked_frame_nce_loss
 from backbones.univl import LOSS_NAMES, UniVL, UniVLConfig
+from meltr.hypergrad import _differentiable_attention
 from meltr.interface import MultiLossModel, check_losses
 from tests.golden._univl import golden_model, load_golden, random_batch
 
@@ -103,8 +104,9 @@ def test_each_loss_alone_reaches_its_own_heads(model: UniVL, batch: dict[str, An
 
 
 def test_forward_mode_ad_matches_reverse_mode(model: UniVL, batch: dict[str, Any]) -> None:
-    """``torch.func.jvp`` through forward (what the AID-FP-Lite meta step uses) equals reverse mode:
-    for random loss weights ``w`` and parameter tangent ``v``, ``w · jvp(v) == ⟨∇(w · losses), v⟩``."""
+    """``torch.func.jvp`` through forward (what the AID-FP-Lite meta step uses, in its math-kernel attention
+    context) equals reverse mode: for random loss weights ``w`` and parameter tangent ``v``,
+    ``w · jvp(v) == ⟨∇(w · losses), v⟩``."""
     params = {k: v.detach() for k, v in model.named_parameters()}
     g = torch.Generator().manual_seed(0)
     tangents = {k: torch.randn(v.shape, generator=g) * 1e-2 for k, v in params.items()}
@@ -113,7 +115,8 @@ def test_forward_mode_ad_matches_reverse_mode(model: UniVL, batch: dict[str, Any
     def losses(p: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.stack(list(functional_call(model, p, (batch,)).values()))
 
-    values, directional = jvp(losses, (params,), (tangents,))
+    with _differentiable_attention():
+        values, directional = jvp(losses, (params,), (tangents,))
     leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
     grads = torch.autograd.grad(weights @ losses(leaves), list(leaves.values()), allow_unused=True)
     reverse = sum((gr * tangents[k]).sum() for k, gr in zip(leaves, grads) if gr is not None)
@@ -122,11 +125,13 @@ def test_forward_mode_ad_matches_reverse_mode(model: UniVL, batch: dict[str, Any
 
 
 def test_double_backward(batch: dict[str, Any]) -> None:
-    """``create_graph=True`` gradients can themselves be differentiated (the official MELTR hypergradient)."""
+    """``create_graph=True`` gradients can themselves be differentiated (the official MELTR hypergradient),
+    under the meta step's math-kernel attention context."""
     sub = golden_model("caption", task="caption", losses=("decoder",))
     params = [p for n, p in sub.named_parameters() if n.startswith(("cross.encoder.layer.1", "decoder.decoder.layer.1"))]
-    grads = torch.autograd.grad(sub(batch)["decoder"], params, create_graph=True)
-    second = torch.autograd.grad(sum((g * g).sum() for g in grads), params, allow_unused=True)
+    with _differentiable_attention():
+        grads = torch.autograd.grad(sub(batch)["decoder"], params, create_graph=True)
+        second = torch.autograd.grad(sum((g * g).sum() for g in grads), params, allow_unused=True)
     assert any(s is not None and bool(s.abs().sum() > 0) for s in second)
 
 

@@ -48,7 +48,8 @@ def golden() -> dict[str, Any]:
 
 
 def _attention_probs(model: Violet, layer: int) -> list[Tensor]:
-    """Captures the attention probabilities of one cross layer (the input of its attention dropout)."""
+    """Captures the attention probabilities of one cross layer (the input of its attention dropout); only the
+    explicit attention materialises them."""
     seen: list[Tensor] = []
     model.trsfr.layer[layer].attention.self.dropout.register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
     return seen
@@ -63,7 +64,9 @@ def ours(golden: dict[str, Any]) -> dict[str, Any]:
     stages = {"swin_patch_embed_out": swin.patch_embed, "swin_out": swin,
               **{f"swin_layer{i}_out": layer for i, layer in enumerate(swin.layers)}}
     handles = [m.register_forward_hook(lambda mod, inp, res, key=key: out.setdefault(key, res)) for key, m in stages.items()]
-    first, last = _attention_probs(model, 0), _attention_probs(model, -1)
+    # The default (fused) attention never forms the probabilities; an explicit twin with the same weights shows them.
+    explicit = golden_model("retrieval", attention="explicit")
+    first, last = _attention_probs(explicit, 0), _attention_probs(explicit, -1)
     batch = golden_batch("retrieval")
     with torch.no_grad():
         video_feat, video_mask = model.encode_video(batch["video"])  # enc_img(img); hooks fire once, on the clean video
@@ -72,6 +75,7 @@ def ours(golden: dict[str, Any]) -> dict[str, Any]:
         text_feat, text_mask = model.encode_text(batch["text_ids"], batch["text_mask"])
         masked_feat, _ = model.encode_video(batch["masked_video"])
         masked_text = model.enc_txt(batch["masked_text_ids"])
+        explicit.cross(video_feat, video_mask, text_feat, text_mask)  # go_cross (clean), fills first / last
         out |= {
             "img_normalized_mean": model.enc_img.normalize(batch["video"]).mean(dim=(0, 1, 3, 4)),
             "feat_img": video_feat, "mask_img": video_mask, "feat_img_masked": masked_feat,

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from backbones.common.vit import DropPath, Mlp, QKVAttention, drop_path, init_vit_weights
+from meltr.hypergrad import _differentiable_attention
 
 
 def _reference(attn: QKVAttention, dim: int, heads: int) -> nn.MultiheadAttention:
@@ -17,9 +18,10 @@ def _reference(attn: QKVAttention, dim: int, heads: int) -> nn.MultiheadAttentio
     return ref.eval()
 
 
-def test_attention_matches_torch_multihead_attention_with_padding_mask():
+@pytest.mark.parametrize("attention", ["sdpa", "explicit"])
+def test_attention_matches_torch_multihead_attention_with_padding_mask(attention):
     torch.manual_seed(0)
-    attn = QKVAttention(16, 4).double().eval()
+    attn = QKVAttention(16, 4, attention=attention).double().eval()
     x = torch.randn(3, 7, 16, dtype=torch.float64)
     pad = torch.tensor([[0] * 7, [0] * 5 + [1] * 2, [0] * 3 + [1] * 4], dtype=torch.bool)
     bias = torch.zeros(3, 1, 1, 7, dtype=torch.float64).masked_fill(pad[:, None, None, :], float("-inf"))
@@ -27,9 +29,10 @@ def test_attention_matches_torch_multihead_attention_with_padding_mask():
     torch.testing.assert_close(attn(x, bias), want, rtol=1e-10, atol=1e-10)
 
 
-def test_windowed_bias_equals_per_window_loop():
+@pytest.mark.parametrize("attention", ["sdpa", "explicit"])
+def test_windowed_bias_equals_per_window_loop(attention):
     torch.manual_seed(1)
-    attn = QKVAttention(8, 2).double().eval()
+    attn = QKVAttention(8, 2, attention=attention).double().eval()
     groups, windows, n = 2, 3, 5
     x = torch.randn(groups * windows, n, 8, dtype=torch.float64)
     rel = torch.randn(2, n, n, dtype=torch.float64)
@@ -41,14 +44,17 @@ def test_windowed_bias_equals_per_window_loop():
         attn(x[:4], (rel[None] + mask[:, None])[None])
 
 
-def test_attention_supports_double_backward_and_forward_ad():
+@pytest.mark.parametrize("attention", ["sdpa", "explicit"])
+def test_attention_supports_double_backward_and_forward_ad(attention):
+    """Under the meta step's context (SDPA's math kernel), as MELTR differentiates."""
     torch.manual_seed(2)
-    attn = QKVAttention(8, 2).double()
+    attn = QKVAttention(8, 2, attention=attention).double()
     x = torch.randn(2, 4, 8, dtype=torch.float64, requires_grad=True)
-    (g,) = torch.autograd.grad(attn(x).square().sum(), x, create_graph=True)
-    g.sum().backward()
+    with _differentiable_attention():
+        (g,) = torch.autograd.grad(attn(x).square().sum(), x, create_graph=True)
+        g.sum().backward()
+        out, tangent = torch.func.jvp(lambda t: attn(t), (x.detach(),), (torch.ones_like(x),))
     assert attn.qkv.weight.grad is not None and attn.qkv.weight.grad.abs().sum() > 0
-    out, tangent = torch.func.jvp(lambda t: attn(t), (x.detach(),), (torch.ones_like(x),))
     assert out.shape == tangent.shape == x.shape
 
 
