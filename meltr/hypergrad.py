@@ -66,6 +66,7 @@ __all__ = [
     "lite_from_graph",
     "full_precision",
     "full_precision_requested",
+    "differentiable_attention",
 ]
 
 log = logging.getLogger(__name__)
@@ -193,9 +194,10 @@ def full_precision_requested() -> bool:
 
 
 @contextlib.contextmanager
-def _differentiable_attention() -> Iterator[None]:
+def differentiable_attention() -> Iterator[None]:
     """Routes ``scaled_dot_product_attention`` to the math kernel, which supports forward-mode AD and
-    double backward (the CPU flash kernel supports neither; see the environment notes)."""
+    double backward (the fused flash / memory-efficient kernels support neither). The exact modes
+    (``jvp``, ``autograd``) run their backbone passes inside it; ``vjp`` and ``fd`` need no such pass."""
     try:
         from torch.nn.attention import SDPBackend, sdpa_kernel
     except ImportError:  # pragma: no cover - older torch
@@ -304,7 +306,7 @@ def directional_derivatives(
     if mode == "jvp":
         primals = tuple(p.detach() for p in params)
         tangents = tuple(d.detach().to(p.dtype) for d, p in zip(direction, params))
-        with _differentiable_attention():
+        with differentiable_attention():
             l, c = torch.func.jvp(lambda *ps: aux_fn.losses(ps), primals, tangents)
         return l.detach(), c.detach()
     if mode == "vjp":
@@ -346,7 +348,7 @@ def _mixed_from_directional(combine: Callable[[Tensor], Tensor], l: Tensor, c: T
 
 def _aux_grad_graph(aux_fn: Objective, params: Params) -> list[Tensor]:
     """``grad_w L_aux`` with ``create_graph=True`` (depends on phi and on w)."""
-    with _differentiable_attention():
+    with differentiable_attention():
         out = aux_fn(params)
         return _grad(out, params, create_graph=True)
 
@@ -428,7 +430,7 @@ def lite_from_graph(
     v = comm.mean([x.detach() for x in v_local])
     l = losses.detach()
     if mode == "autograd":
-        with _differentiable_attention():
+        with differentiable_attention():
             g = _grad(combine(losses), params, create_graph=True)
         mixed = comm.mean(_graph_vjp(g, meta_params, v))
         return _finish(direct, mixed)

@@ -7,7 +7,7 @@ efficient) that never stores the ``[B, heads, Q, K]`` probabilities. ``"explicit
 
 * forward-mode AD (``torch.func.jvp``) and double backward: the CPU flash kernel supports neither. With
   ``sdpa`` these work only under ``sdpa_kernel(SDPBackend.MATH)``, which MELTR's exact meta-step modes enter
-  (``meltr.hypergrad._differentiable_attention``); code that differentiates twice outside that context needs
+  (``meltr.hypergrad.differentiable_attention``); code that differentiates twice outside that context needs
   ``explicit``.
 * bit-level reproduction of earlier training runs: in eval mode the two agree to float rounding (~1e-6
   relative), but with attention dropout > 0 in training SDPA draws its own dropout mask, not ``nn.Dropout``'s,

@@ -18,7 +18,7 @@ from torch.func import functional_call, jvp
 
 from backbones.common.losses import masked_cross_entropy, masked_frame_nce_loss
 from backbones.univl import LOSS_NAMES, UniVL, UniVLConfig
-from meltr.hypergrad import _differentiable_attention
+from meltr.hypergrad import differentiable_attention
 from meltr.interface import MultiLossModel, check_losses
 from tests.golden._univl import golden_model, load_golden, random_batch
 
@@ -115,7 +115,7 @@ def test_forward_mode_ad_matches_reverse_mode(model: UniVL, batch: dict[str, Any
     def losses(p: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.stack(list(functional_call(model, p, (batch,)).values()))
 
-    with _differentiable_attention():
+    with differentiable_attention():
         values, directional = jvp(losses, (params,), (tangents,))
     leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
     grads = torch.autograd.grad(weights @ losses(leaves), list(leaves.values()), allow_unused=True)
@@ -129,7 +129,7 @@ def test_double_backward(batch: dict[str, Any]) -> None:
     under the meta step's math-kernel attention context."""
     sub = golden_model("caption", task="caption", losses=("decoder",))
     params = [p for n, p in sub.named_parameters() if n.startswith(("cross.encoder.layer.1", "decoder.decoder.layer.1"))]
-    with _differentiable_attention():
+    with differentiable_attention():
         grads = torch.autograd.grad(sub(batch)["decoder"], params, create_graph=True)
         second = torch.autograd.grad(sum((g * g).sum() for g in grads), params, allow_unused=True)
     assert any(s is not None and bool(s.abs().sum() > 0) for s in second)

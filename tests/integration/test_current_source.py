@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from meltr import CombinerConfig, HypergradConfig, MetaConfig, MetaLearner, OptimConfig, Trainer
-from meltr.hypergrad import _differentiable_attention
+from meltr.hypergrad import differentiable_attention
 from meltr.loss_transformer import preset
 from tests.toy_models import TinyTransformer, token_batches, toy_trainer_config
 
@@ -49,7 +49,7 @@ def test_current_source_equals_the_official_step_on_that_batch(mode: str, gamma:
 
     current = _meta(model, "current", mode, gamma)
     assert current.combiner.state_dict().keys() == before.keys()
-    with _differentiable_attention():  # the autograd mode differentiates the step's own graph twice
+    with differentiable_attention():  # the autograd mode differentiates the step's own graph twice
         loss = current.combine(model(batch), model, batch=batch)
     loss.backward()  # the graph survives the meta step's use of it
     model.zero_grad()

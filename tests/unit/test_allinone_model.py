@@ -12,7 +12,7 @@ from torch.func import functional_call, jvp
 
 from backbones.allinone import AllInOne, AllInOneConfig, check_batch
 from backbones.allinone.vit import random_patch_perm
-from meltr.hypergrad import _differentiable_attention
+from meltr.hypergrad import differentiable_attention
 from meltr.optim import OptimConfig, param_groups
 
 
@@ -74,7 +74,7 @@ def test_forward_mode_and_double_backward_match_finite_differences() -> None:
 
     # Forward mode (torch.func.jvp) vs a central difference of the loss. Both derivatives run under the
     # meta step's context: forward-mode AD and double backward need SDPA's math kernel.
-    with _differentiable_attention():
+    with differentiable_attention():
         _, tangent = jvp(total, params, direction)
     fd = (total(*shifted(1.0)) - total(*shifted(-1.0))) / (2 * eps)
     torch.testing.assert_close(tangent, fd, rtol=1e-6, atol=1e-8)
@@ -85,7 +85,7 @@ def test_forward_mode_and_double_backward_match_finite_differences() -> None:
         # The pooler is unused by both losses: its gradient is materialised as zeros.
         return leaves, torch.autograd.grad(total(*leaves), leaves, create_graph=create_graph, materialize_grads=True)
 
-    with _differentiable_attention():
+    with differentiable_attention():
         leaves, grads = grad_at(params, create_graph=True)
         hvp = torch.autograd.grad(sum((g * d).sum() for g, d in zip(grads, direction)), leaves, materialize_grads=True)
     _, plus = grad_at(shifted(1.0))

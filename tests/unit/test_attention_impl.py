@@ -2,7 +2,7 @@
 
 * eval-mode losses of ``sdpa`` equal ``explicit`` to float32 rounding (rtol 1e-5);
 * ``sdpa`` really runs the fused (CPU flash) kernel, forward and backward, and ``explicit`` never calls SDPA;
-* under the meta step's context (``meltr.hypergrad._differentiable_attention``, SDPA's math kernel) forward-mode
+* under the meta step's context (``meltr.hypergrad.differentiable_attention``, SDPA's math kernel) forward-mode
   AD and double backward work with ``sdpa`` and agree with ``explicit``;
 * training with dropout runs with ``sdpa``, and SDPA's attention dropout is wired (active in ``train()``, unbiased);
 * the config field is validated by name and survives the dict / YAML round trip.
@@ -30,7 +30,7 @@ from backbones.univl import UniVLConfig
 from backbones.violet import VioletConfig
 from backbones.violet.config import SwinConfig
 from meltr import config as meltr_config
-from meltr.hypergrad import _differentiable_attention
+from meltr.hypergrad import differentiable_attention
 from tests.golden import _allinone, _univl, _violet
 
 # float32 eval outputs of the two paths differ only in summation order / where the scale is applied.
@@ -122,7 +122,7 @@ def test_forward_mode_ad_under_the_meta_step_context_matches_explicit(case: Case
     for attention in ("sdpa", "explicit"):
         model = case.build(attention)
         params, tangents = _params_and_tangents(model)
-        with _differentiable_attention():
+        with differentiable_attention():
             results.append(jvp(lambda p: _losses(model, batch, p), (params,), (tangents,)))
     (fused_value, fused_tangent), (explicit_value, explicit_tangent) = results
     torch.testing.assert_close(fused_value, explicit_value, **EVAL_TOL)
@@ -136,7 +136,7 @@ def test_double_backward_under_the_meta_step_context_matches_explicit(case: Case
         model = case.build(attention)
         params, direction = _params_and_tangents(model)
         leaves = {k: v.clone().requires_grad_(True) for k, v in params.items()}
-        with _differentiable_attention():
+        with differentiable_attention():
             grads = torch.autograd.grad(_losses(model, batch, leaves).sum(), list(leaves.values()), create_graph=True,
                                         materialize_grads=True)
             gd = sum((g * direction[k]).sum() for k, g in zip(leaves, grads))

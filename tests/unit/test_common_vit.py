@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from backbones.common.vit import DropPath, Mlp, QKVAttention, drop_path, init_vit_weights
-from meltr.hypergrad import _differentiable_attention
+from meltr.hypergrad import differentiable_attention
 
 
 def _reference(attn: QKVAttention, dim: int, heads: int) -> nn.MultiheadAttention:
@@ -50,7 +50,7 @@ def test_attention_supports_double_backward_and_forward_ad(attention):
     torch.manual_seed(2)
     attn = QKVAttention(8, 2, attention=attention).double()
     x = torch.randn(2, 4, 8, dtype=torch.float64, requires_grad=True)
-    with _differentiable_attention():
+    with differentiable_attention():
         (g,) = torch.autograd.grad(attn(x).square().sum(), x, create_graph=True)
         g.sum().backward()
         out, tangent = torch.func.jvp(lambda t: attn(t), (x.detach(),), (torch.ones_like(x),))

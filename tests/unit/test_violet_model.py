@@ -16,7 +16,7 @@ from backbones.violet import MASK_KEYS, TASK_LOSSES, Violet, VioletConfig
 from backbones.violet.config import SwinConfig
 from backbones.violet.inputs import MASK_ID
 from backbones.violet.swin import effective_window, shifted_window_mask
-from meltr.hypergrad import _differentiable_attention
+from meltr.hypergrad import differentiable_attention
 from meltr.interface import check_losses
 from tests.golden._violet import random_batch
 
@@ -101,7 +101,7 @@ def _shift(params: tuple[Tensor, ...], direction: tuple[Tensor, ...], eps: float
 
 def test_jvp_through_forward_matches_finite_differences(float64_setup: Any) -> None:
     params, losses, direction = float64_setup
-    with _differentiable_attention():  # As in MELTR's meta step: forward-mode AD and double backward need SDPA's math kernel.
+    with differentiable_attention():  # As in MELTR's meta step: forward-mode AD and double backward need SDPA's math kernel.
         value, tangent = torch.func.jvp(losses, params, direction)
     eps = 1e-6
     fd = (losses(*_shift(params, direction, eps)) - losses(*_shift(params, direction, -eps))) / (2 * eps)
@@ -113,7 +113,7 @@ def test_jvp_through_forward_matches_finite_differences(float64_setup: Any) -> N
 def test_double_backward_through_forward_matches_finite_differences(float64_setup: Any) -> None:
     params, losses, direction = float64_setup
     leaves = tuple(p.clone().requires_grad_(True) for p in params)
-    with _differentiable_attention():  # As in MELTR's meta step: forward-mode AD and double backward need SDPA's math kernel.
+    with differentiable_attention():  # As in MELTR's meta step: forward-mode AD and double backward need SDPA's math kernel.
         grads = torch.autograd.grad(losses(*leaves).sum(), leaves, create_graph=True)
         hvp = torch.autograd.grad(sum((g * d).sum() for g, d in zip(grads, direction)), leaves)
 
