@@ -20,12 +20,13 @@ bias such as Swin's relative-position table therefore runs the math kernel while
 
 from __future__ import annotations
 
-from typing import Literal
+import dataclasses
+from typing import Literal, TypeVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["AttentionImpl", "ATTENTION_IMPLS", "check_attention", "sdpa_attention"]
+__all__ = ["AttentionImpl", "ATTENTION_IMPLS", "check_attention", "set_attention", "sdpa_attention"]
 
 AttentionImpl = Literal["sdpa", "explicit"]
 ATTENTION_IMPLS: tuple[AttentionImpl, ...] = ("sdpa", "explicit")
@@ -35,6 +36,23 @@ def check_attention(value: object, name: str) -> None:
     """Raises ``ValueError`` naming the field ``name`` unless ``value`` is one of :data:`ATTENTION_IMPLS`."""
     if not isinstance(value, str) or value not in ATTENTION_IMPLS:
         raise ValueError(f"{name} must be one of {ATTENTION_IMPLS}, got {value!r}")
+
+
+C = TypeVar("C")
+
+
+def set_attention(cfg: C, impl: AttentionImpl) -> C:
+    """Sets ``attention = impl`` on ``cfg`` and on every dataclass config nested in it that has the field
+    (UniVL's four BERT towers, VIOLET's Swin and BERT, All-in-one); returns ``cfg``."""
+    check_attention(impl, "attention")
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        for f in dataclasses.fields(cfg):
+            value = getattr(cfg, f.name)
+            if f.name == "attention":
+                setattr(cfg, f.name, impl)
+            elif dataclasses.is_dataclass(value):
+                set_attention(value, impl)
+    return cfg
 
 
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, dropout: nn.Dropout, scale: float) -> Tensor:

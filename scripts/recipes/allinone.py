@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from backbones.common.attention import AttentionImpl, set_attention
 from backbones.allinone import AllInOne, AllInOneConfig, load_official
 from data.allinone_msrvtt import AllInOneDataConfig, AllInOneMSRVTT, build_msrvtt
 from data.text import load_tokenizer
@@ -41,6 +42,7 @@ class ModelOptions:
     patch_shuffle: bool = False  # official random patch order per frame in training (off: raster order)
     drop_rate: float = 0.1  # dropout (official drop_rate)
     drop_path_rate: float = 0.1  # stochastic depth of the last block (official ViT default)
+    attention: AttentionImpl = "sdpa"  # fused scaled_dot_product_attention, or the explicit matmul/softmax
 
 
 @dataclass
@@ -71,9 +73,8 @@ def model_config(opt: ModelOptions, data: AllInOneDataConfig) -> AllInOneConfig:
     common = dict(max_text_len=data.max_text_len, image_size=data.image_size, num_frames=data.num_frames,
                   primary=opt.primary, patch_shuffle=opt.patch_shuffle, drop_rate=opt.drop_rate,
                   drop_path_rate=opt.drop_path_rate)
-    if opt.size == "base":
-        return AllInOneConfig.base(**common)
-    return AllInOneConfig.tiny(vocab_size=30522, **common)
+    cfg = AllInOneConfig.base(**common) if opt.size == "base" else AllInOneConfig.tiny(vocab_size=30522, **common)
+    return set_attention(cfg, opt.attention)
 
 
 def _embeddings(model: AllInOne, ds: AllInOneMSRVTT, batch_size: int, num_workers: int,

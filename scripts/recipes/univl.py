@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from backbones.common.attention import AttentionImpl, set_attention
 from backbones.common.bert import BertConfig
 from backbones.univl.config import LOSS_NAMES, UniVLConfig
 from backbones.univl.model import UniVL
@@ -47,6 +48,7 @@ class ModelOptions:
     margin: float = 0.1  # max-margin ranking margin
     layout: str = "auto"  # modules to build: "auto" (what the losses need) or an official layout name
     sentiment_loss: Literal["l1", "mse"] = "l1"  # CMU-MOSI regression loss (MMSA trains with L1)
+    attention: AttentionImpl = "sdpa"  # fused scaled_dot_product_attention, or the explicit matmul/softmax
 
 
 @dataclass
@@ -100,17 +102,17 @@ def model_config(opt: ModelOptions, feature_dim: int = 1024) -> UniVLConfig:
                   margin=opt.margin, layout=opt.layout, sentiment_loss=opt.sentiment_loss,
                   visual_input_dim=0 if feature_dim == 1024 else feature_dim)
     if opt.size == "base":
-        return UniVLConfig.base(**common)
+        return set_attention(UniVLConfig.base(**common), opt.attention)
     # Golden-fixture tower sizes, but the real vocabulary so the bert-base-uncased tokenizer fits.
     tower = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
     pos = max(64, opt.max_words)
-    return UniVLConfig.tiny(
+    return set_attention(UniVLConfig.tiny(
         text=BertConfig(**tower, vocab_size=30522, max_position_embeddings=pos),
         decoder=BertConfig(**tower, vocab_size=30522, max_position_embeddings=pos),
         visual=BertConfig(**tower, vocab_size=1024, max_position_embeddings=max(64, opt.max_frames)),
         cross=BertConfig(**tower, vocab_size=32, max_position_embeddings=max(128, opt.max_words + opt.max_frames)),
         **common,
-    )
+    ), opt.attention)
 
 
 def _datasets(cfg: RunConfig, tokenizer: Any) -> tuple[Dataset, dict[str, Dataset]]:

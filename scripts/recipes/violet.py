@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from backbones.common.attention import AttentionImpl, set_attention
 from backbones.violet import Violet, VioletConfig, load_official
 from data.text import load_tokenizer
 from data.violet import RetrievalTest, VioletDataConfig, build_violet_data, load_violet_sources
@@ -45,6 +46,7 @@ class ModelOptions:
 
     size: Literal["base", "tiny"] = "base"  # Video Swin-S + bert-base, or the golden-fixture widths (CPU runs)
     losses: list[str] = field(default_factory=list)  # active losses in MELTR order; [] = all of the task's
+    attention: AttentionImpl = "sdpa"  # fused scaled_dot_product_attention, or the explicit matmul/softmax
     fork_quirks: bool = False  # reproduce the MELTR fork's masking / VTM-pairing bugs (see VioletConfig)
     drop_path_rate: float = 0.2  # Video Swin stochastic depth (official 0.2, active while fine-tuning)
     oe_dropout: float = 0.5  # dropout before the open-ended answer head (fork 0.5, official VIOLET 0.1)
@@ -91,6 +93,7 @@ def model_config(opt: ModelOptions, data: VioletDataConfig) -> VioletConfig:
         cfg.swin.drop_path_rate = opt.drop_path_rate
     else:
         cfg = VioletConfig.tiny(vocab_size=30522, vq_size=data.vq_vocab, **common)
+    set_attention(cfg, opt.attention)
     cfg.validate()
     return cfg
 

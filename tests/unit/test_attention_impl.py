@@ -218,3 +218,37 @@ def test_the_field_round_trips_through_dict_and_yaml() -> None:
     assert (univl.text.attention, univl.cross.attention) == ("sdpa", "explicit")
     assert (violet.swin.attention, violet.bert.attention) == ("explicit", "sdpa")
     assert allinone.text_config().attention == "explicit"
+
+
+@pytest.mark.parametrize("config", ["configs/univl/youcook_retrieval.yaml", "configs/violet/msrvtt7k_retrieval.yaml",
+                                    "configs/allinone/msrvtt7k_retrieval.yaml"])
+def test_run_configs_select_the_attention_of_every_tower(config: str) -> None:
+    """``model.attention`` in a run's YAML reaches every nested backbone config that has the field."""
+    import dataclasses
+    from pathlib import Path
+
+    from meltr.config import ConfigError, load
+    from scripts.recipes import recipe
+    from scripts.train import backbone_of
+
+    root = Path(__file__).resolve().parents[2]
+    path = str(root / config)
+    mod = recipe(backbone_of(path, []))
+
+    def fields(cfg: object) -> list[str]:
+        out = []
+        for f in dataclasses.fields(cfg):  # type: ignore[arg-type]
+            value = getattr(cfg, f.name)
+            if f.name == "attention":
+                out.append(value)
+            elif dataclasses.is_dataclass(value):
+                out += fields(value)
+        return out
+
+    for impl in ("sdpa", "explicit"):
+        run = load(path, mod.RunConfig, [f"model.attention={impl}", "model.size=tiny"])
+        model_cfg = mod.model_config(run.model) if mod.__name__.endswith("univl") else mod.model_config(run.model, run.data)
+        seen = fields(model_cfg)
+        assert seen and set(seen) == {impl}, seen
+    with pytest.raises(ConfigError, match="model.attention"):
+        load(path, mod.RunConfig, ["model.attention=flash"])
