@@ -151,7 +151,7 @@ class MeltrTrainer(Trainer):
             "seed": seed,
             "meta_loader": meta_loader,
             "call": lambda m, b: m(**b),
-            "amp_dtype": torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None,  # CUDA only
+            "amp_dtype": torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None,  # the meta step autocasts as HF does
         }
         # Its own RNG stream: the combiner's initialisation is a function of the seed alone, and the
         # global RNG (dropout, data order) is where the plain Trainer would have it.
