@@ -88,7 +88,7 @@ def train_setup(size_name: str, attention: str | None = None) -> TrainSetup:
     return TrainSetup(name="All-in-one", describe=f"width {size.hidden}, {size.layers} blocks, {size.image} px / patch "
                                                   f"{size.patch}, 3 frames, text {size.text}, batch {size.batch}",
                       make_model=make_model, make_batch=lambda g: random_batch(cfg, size.batch, g), preset="allinone",
-                      optim=optim, every=META_EVERY)
+                      optim=optim, every=META_EVERY, config=cfg)
 
 
 def _input_tables() -> None:

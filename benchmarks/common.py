@@ -21,6 +21,7 @@ combiner), ``official`` (AID-FP-Lite with ``mode="autograd"``), ``fast`` (AID-FP
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import statistics
 import time
@@ -34,7 +35,7 @@ from torch import nn
 from benchmarks.memory import MiB, ProcessPeak, SavedTensorMeter
 
 __all__ = ["META_METHODS", "GOALS", "TrainSetup", "MethodResult", "sync", "median_ms", "method_role", "trainer_config",
-           "set_attention", "attention_switchable", "bench_methods", "results_table", "goal_lines", "train_table", "backbone_main"]
+           "meta_config", "set_attention", "attention_switchable", "bench_methods", "results_table", "goal_lines", "train_table", "backbone_main"]
 
 # name -> overrides: "combiner" (CombinerConfig.name), "hypergrad" / "meta" (HypergradConfig / MetaConfig fields).
 META_METHODS: dict[str, dict[str, Any]] = {
@@ -78,7 +79,7 @@ def _check_spec(name: str, spec: Mapping[str, Any]) -> None:
         raise ValueError(f"method {name!r}: unknown keys {sorted(unknown)}; allowed {sorted(_SPEC_KEYS)}")
 
 
-def _meta_config(spec: Mapping[str, Any], every: int, gamma: float) -> Any:
+def meta_config(spec: Mapping[str, Any], every: int, gamma: float) -> Any:
     from meltr import HypergradConfig, MetaConfig
 
     hypergrad = HypergradConfig(**spec.get("hypergrad", {}))  # an unknown field raises TypeError naming it
@@ -92,7 +93,7 @@ def method_role(name: str, spec: Mapping[str, Any]) -> str:
         return str(spec["role"])
     if spec.get("combiner", "meltr") == "sum":
         return "baseline"
-    hg = _meta_config(spec, 1, 0.0).hypergrad
+    hg = meta_config(spec, 1, 0.0).hypergrad
     if hg.name != "aid_fp_lite":
         return "other"
     return "official" if hg.mode == "autograd" else "fast"
@@ -103,7 +104,7 @@ def trainer_config(spec: Mapping[str, Any], *, preset: str, optim: Any, every: i
     from meltr import CombinerConfig, TrainerConfig
 
     return TrainerConfig(combiner=CombinerConfig(name=spec.get("combiner", "meltr"), preset=preset), optim=optim,
-                         meta=_meta_config(spec, every, gamma), max_steps=10 ** 6, amp=amp,  # type: ignore[arg-type]
+                         meta=meta_config(spec, every, gamma), max_steps=10 ** 6, amp=amp,  # type: ignore[arg-type]
                          tensorboard=False, log_every=10 ** 9)
 
 
@@ -164,6 +165,7 @@ class TrainSetup:
     optim: Any  # meltr.OptimConfig of the backbone (paper / fork settings)
     every: int  # K: the official meta-step interval
     gamma: float = 0.1  # regulariser strength
+    config: object = None  # the model config (its `attention` fields tell whether attention is switchable)
 
 
 @dataclass
@@ -179,14 +181,15 @@ class MethodResult:
 
 def bench_methods(setup: TrainSetup, batches: Sequence[Mapping[str, Any]], device: torch.device, *, windows: int,
                   methods: Mapping[str, Mapping[str, Any]] = META_METHODS, amp: str = "off",
-                  budget_s: float | None = None) -> dict[str, MethodResult]:
+                  budget_s: float | None = None, quick: bool = False) -> dict[str, MethodResult]:
     """Every method trained by its own :class:`meltr.Trainer` on the same batches, windows interleaved.
 
     A window is K steps (exactly one meta step, at its first step). Window 0 is untimed (optimiser states,
     kernel autotuning); then up to ``windows`` timed windows (``budget_s``: fewer, so that the estimated time,
     from window 0, fits), each timed and its process peak taken; then one window under a
     :class:`~benchmarks.memory.SavedTensorMeter` (its hooks cost Python time, so it is not timed). ``batches``
-    are cycled.
+    are cycled. ``quick`` (smoke runs, numbers not comparable): no window 0, and the meter rides on the timed
+    windows.
     """
     from meltr import Trainer
 
@@ -208,24 +211,27 @@ def bench_methods(setup: TrainSetup, batches: Sequence[Mapping[str, Any]], devic
         sync(device)
         return time.perf_counter() - t0
 
-    round_s = sum(window(name) for name in trainers)  # window 0
-    if budget_s is not None:
-        left = budget_s - (time.perf_counter() - start_all) - round_s  # the memory window costs about a round too
-        windows = max(1, min(windows, int(left // max(round_s, 1e-9))))
+    meters = {name: SavedTensorMeter(exclude=list(t.model.parameters()) + list(t.combiner.parameters()))
+              for name, t in trainers.items()}
+    if not quick:
+        round_s = sum(window(name) for name in trainers)  # window 0
+        if budget_s is not None:
+            left = budget_s - (time.perf_counter() - start_all) - round_s  # the memory window costs about a round too
+            windows = max(1, min(windows, int(left // max(round_s, 1e-9))))
     times: dict[str, list[float]] = {name: [] for name in trainers}
     peaks: dict[str, list[float | None]] = {name: [] for name in trainers}
     for _ in range(windows):
         for name in trainers:
-            with ProcessPeak(device) as peak:
+            with ProcessPeak(device) as peak, (meters[name] if quick else contextlib.nullcontext()):
                 times[name].append(1000 * window(name) / k)
             peaks[name].append(peak.peak_bytes)
     out = {}
-    for name, trainer in trainers.items():
-        own = list(trainer.model.parameters()) + list(trainer.combiner.parameters())
-        with SavedTensorMeter(exclude=own) as meter:
-            window(name)
+    for name in trainers:
+        if not quick:
+            with meters[name]:
+                window(name)
         measured = [p for p in peaks[name] if p is not None]
-        out[name] = MethodResult(statistics.median(times[name]), float(meter.peak_bytes),
+        out[name] = MethodResult(statistics.median(times[name]), float(meters[name].peak_bytes),
                                  max(measured) if measured else None, windows)
     return out
 

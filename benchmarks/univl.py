@@ -249,7 +249,7 @@ def train_setup(size_name: str, attention: str | None = None) -> TrainSetup:
     set_attention(cfg, attention)
     return TrainSetup(name="UniVL", describe=f"8 losses, hidden {cfg.text.hidden_size}, batch {size.batch}, "
                                              f"L={size.words}, F={size.frames}, MELTR preset univl",
-                      make_model=lambda: UniVL(cfg), make_batch=lambda g: random_batch(cfg, size.batch, g), preset="univl",
+                      make_model=lambda: UniVL(cfg), make_batch=lambda g: random_batch(cfg, size.batch, g), preset="univl", config=cfg,
                       optim=OptimConfig(name="adam", lr=3e-5, schedule="constant", clip_grad_norm=1.0), every=META_EVERY)
 
 

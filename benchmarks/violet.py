@@ -88,7 +88,7 @@ def train_setup(size_name: str, attention: str | None = None) -> TrainSetup:
     return TrainSetup(name="VIOLET retrieval", describe=f"Swin dim {size.swin_dim}, BERT {size.hidden} x {size.layers}, "
                                                         f"{size.image} px, 5 frames, text {size.text}, batch {size.batch}",
                       make_model=lambda: Violet(cfg), make_batch=lambda g: random_batch(size, g), preset="violet_retrieval",
-                      optim=optim, every=META_EVERY)
+                      optim=optim, every=META_EVERY, config=cfg)
 
 
 def _input_tables() -> None:
