@@ -85,6 +85,12 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def _error(exc: BaseException) -> str:
+    """One table cell naming an exception (out of memory, an op without a double-backward/JVP rule, ...)."""
+    first = (str(exc).strip().splitlines() or [""])[0].replace("|", "/")[:100]
+    return f"error: {type(exc).__name__}: {first}"
+
+
 def _fmt(x: float | None, spec: str = ".1f") -> str:
     return "n/a" if x is None else format(x, spec)
 
@@ -116,9 +122,11 @@ def train_section(size: str, device: torch.device, budget: Deadline, methods: Ma
         try:
             res = bench_methods(setup, batches, device, windows=MAX_WINDOWS[size], methods=methods,
                                 amp=PRECISIONS[precision], budget_s=share, quick=size == "tiny")
-        except torch.cuda.OutOfMemoryError as exc:  # noqa: PERF203 - one per configuration
-            rows.append(f"{head} all | out of memory: {str(exc).splitlines()[0][:80]} |  |  |  |  |  |  |")
-            _free(device)
+        except Exception as exc:  # noqa: BLE001 - out of memory or an unsupported op: report it, go on
+            rows.append(f"{head} all | {_error(exc)} |  |  |  |  |  |  |")
+            res = None
+        if res is None:
+            _free(device)  # after the except block: its traceback held the trainers
             continue
         base = res["sum"]
         for name, r in res.items():
@@ -206,6 +214,7 @@ def agree_section(size: str, device: torch.device, budget: Deadline, methods: Ma
             print(f"gpu_check: agreement {backbone} {precision} ({budget.left():.0f} s left)", file=sys.stderr, flush=True)
             setup = _setup(backbone, size, None, device)
             torch.manual_seed(0)
+            model = batch = None
             try:
                 model = setup.make_model()
                 _no_dropout(model)
@@ -220,9 +229,9 @@ def agree_section(size: str, device: torch.device, budget: Deadline, methods: Ma
                     rel, cos = agreement(approx, exact)
                     norm = float(torch.cat([e.flatten() for e in exact]).norm())
                     rows.append(f"{head} {name} | {rel:.2e} | {cos:.6f} | {norm:.3e} | {ms_exact:.1f} | {ms:.1f} |")
-            except torch.cuda.OutOfMemoryError as exc:
-                rows.append(f"{head} all | out of memory: {str(exc).splitlines()[0][:80]} |  |  |  |  |")
-            model = None  # type: ignore[assignment]
+            except Exception as exc:  # noqa: BLE001 - out of memory or an unsupported op: report it, go on
+                rows.append(f"{head} all | {_error(exc)} |  |  |  |  |")
+            model = batch = None  # type: ignore[assignment]
             _free(device)
     return rows
 
