@@ -35,7 +35,7 @@ from torch import nn
 from benchmarks.memory import MiB, ProcessPeak, SavedTensorMeter
 
 __all__ = ["META_METHODS", "GOALS", "TrainSetup", "MethodResult", "sync", "median_ms", "method_role", "trainer_config",
-           "meta_config", "set_attention", "attention_switchable", "bench_methods", "results_table", "goal_lines", "train_table", "backbone_main"]
+           "meta_config", "set_attention", "attention_switchable", "bench_methods", "result_cells", "results_table", "goal_lines", "train_table", "backbone_main"]
 
 # name -> overrides: "combiner" (CombinerConfig.name), "hypergrad" / "meta" (HypergradConfig / MetaConfig fields).
 META_METHODS: dict[str, dict[str, Any]] = {
@@ -254,24 +254,35 @@ def _ratio(a: float | None, b: float | None) -> str:
     return "n/a" if a is None or not b else f"{a / b:.3f}"
 
 
-def results_table(results: Mapping[str, MethodResult], title: str, *, memory_label: str,
-                  methods: Mapping[str, Mapping[str, Any]] = META_METHODS) -> list[str]:
-    """Markdown rows: ms/step, vs sum, overhead as a fraction of the official-style overhead, saved-tensor peak
-    and process peak (MiB) with their ratios to ``sum``."""
+RESULT_COLUMNS = ("method", "ms / step", "time vs sum", "overhead / official-style overhead", "saved-tensor peak MiB",
+                  "vs sum", "{memory}", "vs sum")
+
+
+def result_cells(results: Mapping[str, MethodResult],
+                 methods: Mapping[str, Mapping[str, Any]] = META_METHODS) -> list[list[str]]:
+    """One row of cells (:data:`RESULT_COLUMNS`) per method: ms/step, vs sum, overhead as a fraction of the
+    official-style overhead, saved-tensor peak and process peak (MiB) with their ratios to ``sum``."""
     roles = _roles({n: methods[n] for n in results})
     base = next((results[n] for n, r in roles.items() if r == "baseline"), None)
     official = next((results[n] for n, r in roles.items() if r == "official"), None)
-    lines = [title + "\n", f"| method | ms / step | time vs sum | overhead / official-style overhead | saved-tensor peak MiB "
-             f"| vs sum | {memory_label} | vs sum |", "|---|---|---|---|---|---|---|---|"]
+    rows = []
     for name, r in results.items():
         over = ""
-        if base is not None and official is not None and roles[name] not in ("baseline",) and official.ms != base.ms:
+        if base is not None and official is not None and roles[name] != "baseline" and official.ms != base.ms:
             over = f"{(r.ms - base.ms) / (official.ms - base.ms):.2f}"
         peak = "n/a" if r.peak_bytes is None else f"{r.peak_bytes / MiB:.1f}"
-        lines.append(f"| {name} | {r.ms:.1f} | {_ratio(r.ms, base.ms if base else None)} | {over} | {r.saved_bytes / MiB:.1f} "
-                     f"| {_ratio(r.saved_bytes, base.saved_bytes if base else None)} | {peak} "
-                     f"| {_ratio(r.peak_bytes, base.peak_bytes if base else None)} |")
-    return lines
+        rows.append([name, f"{r.ms:.1f}", _ratio(r.ms, base.ms if base else None), over, f"{r.saved_bytes / MiB:.1f}",
+                     _ratio(r.saved_bytes, base.saved_bytes if base else None), peak,
+                     _ratio(r.peak_bytes, base.peak_bytes if base else None)])
+    return rows
+
+
+def results_table(results: Mapping[str, MethodResult], title: str, *, memory_label: str,
+                  methods: Mapping[str, Mapping[str, Any]] = META_METHODS) -> list[str]:
+    """Markdown table of :func:`result_cells` under ``title``."""
+    header = [c.format(memory=memory_label) for c in RESULT_COLUMNS]
+    return [title + "\n", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(cells) + " |" for cells in result_cells(results, methods)]
 
 
 def _verdict(value: float | None, goal: float, applies: bool = True) -> str:

@@ -41,9 +41,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from benchmarks.common import (META_METHODS, TrainSetup, attention_switchable, bench_methods, goal_lines, meta_config,
-                               method_role, set_attention, sync)
-from benchmarks.memory import MiB
+from benchmarks.common import (META_METHODS, RESULT_COLUMNS, TrainSetup, attention_switchable, bench_methods, goal_lines,
+                               memory_label, meta_config, method_role, result_cells, sync)
 
 BACKBONES = {"UniVL": "benchmarks.univl", "VIOLET": "benchmarks.violet", "All-in-one": "benchmarks.allinone"}
 PRECISIONS = {"fp32": "off", "bf16": "bf16"}  # TrainerConfig.amp
@@ -91,29 +90,25 @@ def _error(exc: BaseException) -> str:
     return f"error: {type(exc).__name__}: {first}"
 
 
-def _fmt(x: float | None, spec: str = ".1f") -> str:
-    return "n/a" if x is None else format(x, spec)
-
-
 # ---------------------------------------------------------------------------------------- 1-2. train step
 
 
 def train_section(size: str, device: torch.device, budget: Deadline, methods: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[str]]:
     """Section 1's table and section 2's goal table."""
     configs = [(b, p, a) for b in BACKBONES for p in PRECISIONS for a in _attentions(b, size)]
-    mem = "step peak CUDA MiB" if device.type == "cuda" else "step peak RSS growth MiB"
-    rows = ["| backbone | precision | attention | method | ms / step | vs sum | saved-tensor peak MiB | vs sum | "
-            f"{mem} | vs sum |", "|---|---|---|---|---|---|---|---|---|---|"]
+    header = ["backbone", "precision", "attention"] + [c.format(memory=memory_label(device)) for c in RESULT_COLUMNS]
+    blank = " |" * (len(RESULT_COLUMNS) - 2)  # cells after "method" and the message
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     goals = ["| backbone | precision | attention | goal line |", "|---|---|---|---|"]
     for i, (backbone, precision, attention) in enumerate(configs):
         att = attention or "built-in"
         head = f"| {backbone} | {precision} | {att} |"
         if precision == "bf16" and device.type != "cuda":
-            rows.append(f"{head} all | skipped: bf16 autocast is CUDA-only in meltr |  |  |  |  |  |  |")
+            rows.append(f"{head} all | skipped: bf16 autocast is CUDA-only in meltr |{blank}")
             continue
         share = budget.left() / (len(configs) - i)
         if budget.left() <= 0:
-            rows.append(f"{head} all | skipped: time budget |  |  |  |  |  |  |")
+            rows.append(f"{head} all | skipped: time budget |{blank}")
             continue
         print(f"gpu_check: train step {backbone} {precision} {att} ({budget.left():.0f} s left)", file=sys.stderr, flush=True)
         setup = _setup(backbone, size, attention, device)
@@ -123,17 +118,12 @@ def train_section(size: str, device: torch.device, budget: Deadline, methods: Ma
             res = bench_methods(setup, batches, device, windows=MAX_WINDOWS[size], methods=methods,
                                 amp=PRECISIONS[precision], budget_s=share, quick=size == "tiny")
         except Exception as exc:  # noqa: BLE001 - out of memory or an unsupported op: report it, go on
-            rows.append(f"{head} all | {_error(exc)} |  |  |  |  |  |  |")
+            rows.append(f"{head} all | {_error(exc)} |{blank}")
             res = None
         if res is None:
             _free(device)  # after the except block: its traceback held the trainers
             continue
-        base = res["sum"]
-        for name, r in res.items():
-            rows.append(f"{head} {name} | {r.ms:.1f} | {r.ms / base.ms:.3f} | {r.saved_bytes / MiB:.1f} | "
-                        f"{_fmt(r.saved_bytes / base.saved_bytes if base.saved_bytes else None, '.3f')} | "
-                        f"{_fmt(None if r.peak_bytes is None else r.peak_bytes / MiB)} | "
-                        f"{_fmt(r.peak_bytes / base.peak_bytes if r.peak_bytes is not None and base.peak_bytes else None, '.3f')} |")
+        rows += [f"{head} " + " | ".join(cells) + " |" for cells in result_cells(res, methods)]
         goals += [f"{head} {line[2:]} |" for line in goal_lines(res, every=setup.every, methods=methods)[1:]]
         del res
         _free(device)
