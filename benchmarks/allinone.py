@@ -1,12 +1,13 @@
 """All-in-one costs measured side by side in one run: video decoding and the MELTR meta step.
 
-    python -m benchmarks.allinone [--size tiny|small] [--device cpu|cuda] [--windows 3] [--skip-inputs]
+    python -m benchmarks.allinone [--size tiny|small|base] [--device cpu|cuda] [--windows 3] [--skip-inputs]
+                                  [--attention sdpa|explicit]
 
 1. **Video decoding** (decord vs PyAV, DataLoader workers): the tables of :mod:`benchmarks.video_decode`.
 2. **Train-step cost**: All-in-one with its two losses (``ind_itc``, ``mlm``) trained by :class:`meltr.Trainer`
-   on random batches with the fork's MELTR settings (K = 5, gamma 0.1, preset ``allinone``): ``sum`` (no meta
-   step), MELTR + AID-FP-Lite official-style (``autograd``: create_graph through the ViT), and ours (forward-mode
-   ``jvp`` and finite differences ``fd``). Ratios are ms/step over ``sum`` and our overhead over the official one.
+   on random batches with the fork's MELTR settings (K = 5, gamma 0.1, preset ``allinone``): every method of
+   :data:`benchmarks.common.META_METHODS` (``sum``: no meta step; ``lite_official``: create_graph through the
+   ViT; the fast modes), with saved-tensor and process memory peaks and the issue's goal lines.
 
 Weights are random: the point is cost, not accuracy.
 """
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor
 
 from backbones.allinone import AllInOne, AllInOneConfig
-from benchmarks.common import backbone_main, bench_meta_step, meta_table
+from benchmarks.common import TrainSetup, backbone_main, set_attention
 
 META_EVERY = 5  # K of the fork's msrvtt_retrieval_MELTR
 
@@ -69,14 +70,14 @@ def random_batch(cfg: AllInOneConfig, batch: int, g: torch.Generator) -> dict[st
             "index": torch.arange(batch)}
 
 
-def bench_train_step(size_name: str, device: torch.device, windows: int) -> list[str]:
-    """Table 2: ms per training step with the meta step every K steps, per method."""
+def train_setup(size_name: str, attention: str | None = None) -> TrainSetup:
+    """Table 2's training setup: the fork's AdamW (constant 3e-4), K=5, gamma 0.1, pooler frozen as in the
+    recipe; ``attention`` through :func:`benchmarks.common.set_attention`."""
     from meltr import OptimConfig
 
     size = SIZES[size_name]
     cfg = build_config(size)
-    g = torch.Generator().manual_seed(0)
-    batches = [random_batch(cfg, size.batch, g) for _ in range((1 + windows) * META_EVERY)]
+    set_attention(cfg, attention)
     optim = OptimConfig(name="adamw", lr=3e-4, betas=(0.9, 0.98), weight_decay=0.01, schedule="constant")
 
     def make_model() -> AllInOne:
@@ -84,11 +85,10 @@ def bench_train_step(size_name: str, device: torch.device, windows: int) -> list
         model.pooler.requires_grad_(False)  # as the recipe: no loss reaches it
         return model
 
-    ms = bench_meta_step(make_model, batches, preset="allinone", optim=optim, every=META_EVERY, gamma=0.1,
-                         device=device, windows=windows)
-    return meta_table(ms, f"### 2. Train-step cost: All-in-one {size_name} (width {size.hidden}, {size.layers} blocks, "
-                          f"{size.image} px / patch {size.patch}, 3 frames, text {size.text}), batch {size.batch}, "
-                          f"K={META_EVERY}, median of {windows} windows of K steps")
+    return TrainSetup(name="All-in-one", describe=f"width {size.hidden}, {size.layers} blocks, {size.image} px / patch "
+                                                  f"{size.patch}, 3 frames, text {size.text}, batch {size.batch}",
+                      make_model=make_model, make_batch=lambda g: random_batch(cfg, size.batch, g), preset="allinone",
+                      optim=optim, every=META_EVERY, config=cfg)
 
 
 def _input_tables() -> None:
@@ -99,7 +99,7 @@ def _input_tables() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     return backbone_main(argv, doc=__doc__, name="All-in-one", sizes=list(SIZES), input_tables=_input_tables,
-                         input_title="Video decoding (benchmarks.video_decode)", train_table=bench_train_step, windows=3)
+                         input_title="Video decoding (benchmarks.video_decode)", train_setup=train_setup, windows=3)
 
 
 if __name__ == "__main__":

@@ -1,39 +1,39 @@
-"""Per-step wall time and peak memory of the meta step, every scheme side by side in one run.
+"""Per-step wall time and memory of the meta step, every scheme side by side in one run.
 
-    python -m benchmarks.meta_step [--steps 24] [--every 3] [--size small|medium] [--device cpu|cuda]
+    python -m benchmarks.meta_step [--windows 8] [--every 3] [--size small|medium] [--device cpu|cuda]
+                                   [--methods sum,lite_official,...]
 
 A small transformer backbone (``nn.TransformerEncoderLayer``, so attention goes through
-``scaled_dot_product_attention``) with three losses is trained by :class:`meltr.Trainer` for each
-method: ``sum`` (no meta step), MELTR with the official-style AID-FP-Lite (``create_graph`` through
-the backbone), our AID-FP-Lite with a forward-mode JVP and with central finite differences, and the
-comparison schemes of the paper's Table 8 (AID-FP, AID-CG, ITD, StocBiO). Each method runs in its own
-subprocess so that its peak memory is its own: on CPU the growth of the resident-set high-water mark
-during the timed steps, on CUDA ``torch.cuda.max_memory_allocated``. Ratios are printed against ``sum``,
-and the overhead of our Lite against the overhead of the official-style Lite.
+``scaled_dot_product_attention``) with three losses is trained by :class:`meltr.Trainer` for each method of
+:data:`METHODS`: those of :data:`benchmarks.common.META_METHODS` (``sum``: no meta step; ``lite_official``:
+MELTR with the official-style AID-FP-Lite, ``create_graph`` through the backbone; the fast modes ``lite_jvp``
+and ``lite_fd``) and the comparison schemes of the paper's Table 8 (AID-FP, AID-CG, ITD, StocBiO). A method is
+one line of config overrides. All trainers live in this one process and their windows of K steps (one meta
+step each) alternate, so machine drift hits them alike; the median window is reported.
+
+Memory, two ways (:mod:`benchmarks.memory`): autograd's saved-tensor peak (bytes of tensors saved for
+backward and alive, storages deduplicated, parameters excluded; device-independent) and the process peak
+(RSS high-water growth on CPU, ``torch.cuda.max_memory_allocated`` growth on CUDA). The issue's goal lines
+follow the table (:func:`benchmarks.common.goal_lines`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import resource
-import subprocess
-import sys
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from benchmarks.common import META_METHODS, TrainSetup, train_table
+
+# One line per method: overrides of CombinerConfig.name / HypergradConfig / MetaConfig (see benchmarks.common).
 METHODS: dict[str, dict] = {
-    "sum": {"combiner": "sum"},
-    "lite_official": {"combiner": "meltr", "hypergrad": "aid_fp_lite", "mode": "autograd"},
-    "lite_jvp": {"combiner": "meltr", "hypergrad": "aid_fp_lite", "mode": "jvp"},
-    "lite_fd": {"combiner": "meltr", "hypergrad": "aid_fp_lite", "mode": "fd"},
-    "aid_fp": {"combiner": "meltr", "hypergrad": "aid_fp", "mode": None},
-    "aid_cg": {"combiner": "meltr", "hypergrad": "aid_cg", "mode": None},
-    "itd": {"combiner": "meltr", "hypergrad": "itd", "mode": None},
-    "stocbio": {"combiner": "meltr", "hypergrad": "stocbio", "mode": None},
+    **META_METHODS,
+    "aid_fp": {"hypergrad": {"name": "aid_fp", "alpha": 0.1}},
+    "aid_cg": {"hypergrad": {"name": "aid_cg", "alpha": 0.1}},
+    "itd": {"hypergrad": {"name": "itd", "alpha": 0.1}},
+    "stocbio": {"hypergrad": {"name": "stocbio", "alpha": 0.1}},
 }
 SIZES = {"small": dict(dim=128, layers=2, seq=32, batch=16), "medium": dict(dim=256, layers=4, seq=64, batch=32)}
 
@@ -71,92 +71,40 @@ class BenchBackbone(nn.Module):
         }
 
 
-def _batches(n: int, batch: int, seq: int, vocab: int = 1000) -> list[dict[str, Tensor]]:
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for _ in range(n):
-        tok = torch.randint(1, vocab, (batch, seq), generator=g)
-        out.append({"tokens": tok, "masked": tok.masked_fill(torch.rand(batch, seq, generator=g) < 0.15, 0), "label": tok[:, 0] % 10})
-    return out
+def _batch(g: torch.Generator, batch: int, seq: int, vocab: int = 1000) -> dict[str, Tensor]:
+    tok = torch.randint(1, vocab, (batch, seq), generator=g)
+    return {"tokens": tok, "masked": tok.masked_fill(torch.rand(batch, seq, generator=g) < 0.15, 0), "label": tok[:, 0] % 10}
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+def train_setup(size: str, every: int, gamma: float) -> TrainSetup:
+    """The benchmark backbone at ``SIZES[size]`` with AdamW 1e-4 and the univl loss-transformer preset."""
+    from meltr import OptimConfig
 
-
-def run_method(name: str, steps: int, every: int, size: str, device: str, warmup: int, gamma: float) -> dict:
-    """Trains ``steps`` timed steps of ``name`` in this process; returns time and memory figures."""
-    from meltr import CombinerConfig, HypergradConfig, MetaConfig, OptimConfig, Trainer, TrainerConfig
-    from meltr.loss_transformer import preset
-
-    spec, dims = METHODS[name], SIZES[size]
-    torch.manual_seed(0)
-    model = BenchBackbone(dims["dim"], dims["layers"])
-    cfg = TrainerConfig(
-        combiner=CombinerConfig(name=spec["combiner"], meltr=preset("univl")),
-        optim=OptimConfig(name="adamw", lr=1e-4),
-        meta=MetaConfig(every=every, gamma=gamma, hypergrad=HypergradConfig(name=spec.get("hypergrad", "aid_fp_lite"), mode=spec.get("mode"), alpha=0.1)),
-        max_steps=warmup + steps,
-        tensorboard=False,
-        log_every=10**9,
-    )
-    batches = _batches(warmup + steps, dims["batch"], dims["seq"])
-    trainer = Trainer(model, cfg, batches, device=device)
-    for b in batches[:warmup]:
-        trainer.train_step([b])
-    cuda = device.startswith("cuda")
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base_mem = torch.cuda.memory_allocated() / 2**20
-    rss0 = _rss_mb()
-    start = time.perf_counter()
-    for b in batches[warmup:]:
-        trainer.train_step([b])
-    if cuda:
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
-    peak = (torch.cuda.max_memory_allocated() / 2**20 - base_mem) if cuda else (_rss_mb() - rss0)
-    return {"method": name, "ms_per_step": 1000 * elapsed / steps, "peak_mb": peak, "rss_before_mb": rss0}
+    dims = SIZES[size]
+    return TrainSetup(name="BenchBackbone", describe=f"dim {dims['dim']}, {dims['layers']} layers, seq {dims['seq']}, "
+                                                     f"batch {dims['batch']}, gamma {gamma}",
+                      make_model=lambda: BenchBackbone(dims["dim"], dims["layers"]),
+                      make_batch=lambda g: _batch(g, dims["batch"], dims["seq"]), preset="univl",
+                      optim=OptimConfig(name="adamw", lr=1e-4), every=every, gamma=gamma)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=24, help="timed steps per method (a multiple of --every)")
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--windows", type=int, default=8, help="timed windows of K steps per method (median)")
     parser.add_argument("--every", type=int, default=3, help="K: meta step every K backbone steps")
     parser.add_argument("--gamma", type=float, default=0.1, help="regulariser strength (UniVL's official default is off: 0)")
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
     args = parser.parse_args(argv)
-    if args.worker:
-        print(json.dumps(run_method(args.worker, args.steps, args.every, args.size, args.device, args.warmup, args.gamma)))
-        return 0
-    rows = {}
-    for name in args.methods.split(","):
-        cmd = [sys.executable, "-m", "benchmarks.meta_step", "--worker", name, "--steps", str(args.steps), "--warmup",
-               str(args.warmup), "--every", str(args.every), "--gamma", str(args.gamma), "--size", args.size, "--device", args.device]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        rows[name] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"measured {name}: {rows[name]['ms_per_step']:.1f} ms/step", file=sys.stderr)
-    base = rows.get("sum")
-    mem_label = "peak CUDA MiB" if args.device.startswith("cuda") else "peak RSS growth MiB"
-    print(f"\n{args.size} backbone, {args.device}, K={args.every}, gamma={args.gamma}, {args.steps} timed steps per method\n")
-    print(f"| method | ms/step | time vs sum | {mem_label} | memory vs sum |")
-    print("|---|---|---|---|---|")
-    for name, r in rows.items():
-        t = f"{r['ms_per_step'] / base['ms_per_step']:.2f}x" if base else "n/a"
-        m = f"{(r['peak_mb'] + r['rss_before_mb']) / (base['peak_mb'] + base['rss_before_mb']):.3f}x" if base and not args.device.startswith("cuda") else (
-            f"{r['peak_mb'] / base['peak_mb']:.3f}x" if base else "n/a")
-        print(f"| {name} | {r['ms_per_step']:.1f} | {t} | {r['peak_mb']:.1f} | {m} |")
-    if base and "lite_official" in rows:
-        off = rows["lite_official"]["ms_per_step"] - base["ms_per_step"]
-        for ours in ("lite_jvp", "lite_fd"):
-            if ours in rows:
-                over = rows[ours]["ms_per_step"] - base["ms_per_step"]
-                print(f"\noverhead of {ours} / overhead of lite_official: {over:.1f} / {off:.1f} ms = {over / off:.2f} (goal <= 0.5)")
+    unknown = [m for m in args.methods.split(",") if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; valid: {', '.join(METHODS)}")
+    methods = {m: METHODS[m] for m in args.methods.split(",")}
+    setup = train_setup(args.size, args.every, args.gamma)
+    print(f"meta-step benchmark, {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}\n")
+    title = f"{args.size} backbone ({setup.describe}), {args.device}"
+    print("\n".join(train_table(setup, torch.device(args.device), args.windows, title=title, methods=methods)), flush=True)
     return 0
 
 

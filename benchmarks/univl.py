@@ -1,6 +1,6 @@
 """UniVL costs, each against the official way of doing the same thing, measured side by side in one run.
 
-    python -m benchmarks.univl [--size tiny|small] [--device cpu|cuda] [--reps 5]
+    python -m benchmarks.univl [--size tiny|small|base] [--device cpu|cuda] [--reps 5] [--attention sdpa|explicit]
 
 Three markdown tables, every ratio taken from timings of this one process (methods interleaved per
 repetition, median reported):
@@ -14,8 +14,9 @@ repetition, median reported):
 2. **Alignment scoring.** ``alignment_similarity`` over N texts x N videos with all pairs in one call,
    with 64-text chunks, and with the official 5-text chunks (§4.3). The matrices must agree.
 3. **Meta-step cost.** A UniVL with all 8 losses trained by :class:`meltr.Trainer` on random batches,
-   K=3: ``sum`` (no meta step), MELTR + official-style AID-FP-Lite (``mode="autograd"``, create_graph
-   through the backbone), and ours with a forward-mode JVP and with finite differences.
+   K=3: every method of :data:`benchmarks.common.META_METHODS` (``sum``: no meta step; ``lite_official``:
+   AID-FP-Lite official-style, create_graph through the backbone; the fast modes), with the saved-tensor
+   and process memory peaks and the issue's goal lines (:func:`benchmarks.common.train_table`).
 
 Weights are random: the point is cost and agreement, not caption quality.
 """
@@ -33,7 +34,7 @@ from torch import Tensor
 from backbones.common.bert import BertConfig
 from backbones.univl import UniVL, UniVLConfig
 from backbones.univl.generate import BeamOutput, DecodeFn, beam_search
-from benchmarks.common import bench_meta_step, median_ms, meta_table
+from benchmarks.common import TrainSetup, median_ms, set_attention, train_table
 
 CLS_ID, SEP_ID, MASK_ID, FIRST_WORD_ID = 101, 102, 103, 104  # bert-base-uncased special ids
 
@@ -57,14 +58,19 @@ SIZES: dict[str, Size] = {
     "tiny": Size(hidden=32, ffn=64, words=12, frames=10, batch=8, n_align=128, chunk=64, steps=24),
     # Same depth, wider and longer, so fewer of the milliseconds are Python overhead.
     "small": Size(hidden=64, ffn=128, words=24, frames=32, batch=16, n_align=64, chunk=32, steps=12),
+    # UniVLConfig.base() (BERT-base towers 12/6/2/3 layers), YouCook2 retrieval's L=F=48 and batch 32 (GPU).
+    "base": Size(hidden=768, ffn=3072, words=48, frames=48, batch=32, n_align=64, chunk=32, steps=6),
 }
 META_EVERY = 3  # K, as the official UniVL MELTR runs
 BEAM_SIZE = 5  # official, hard-coded
 
 
 def build_config(size: str) -> UniVLConfig:
-    """UniVL with all 8 losses at ``SIZES[size]`` (2 layers and 4 heads per tower, vocab 512)."""
+    """UniVL with all 8 losses at ``SIZES[size]``: ``base`` is :meth:`UniVLConfig.base`, the others have 2
+    layers and 4 heads per tower and vocab 512."""
     s = SIZES[size]
+    if size == "base":
+        return UniVLConfig.base(max_words=s.words, max_frames=s.frames)
 
     def tower(vocab: int, positions: int) -> BertConfig:
         return BertConfig(vocab_size=vocab, hidden_size=s.hidden, num_hidden_layers=2, num_attention_heads=4,
@@ -234,18 +240,17 @@ def bench_alignment(model: UniVL, size: Size, device: torch.device, reps: int) -
     return lines
 
 
-def bench_meta(cfg: UniVLConfig, size: Size, device: torch.device, windows: int) -> list[str]:
-    """Table 3: training wall time per step with the meta step every K steps, per scheme
-    (:func:`benchmarks.common.bench_meta_step`)."""
+def train_setup(size_name: str, attention: str | None = None) -> TrainSetup:
+    """Table 3's training setup: UniVL with all 8 losses, the paper's Adam (A.3), K=3, gamma 0.1
+    (configs/univl/*.yaml); ``attention`` through :func:`benchmarks.common.set_attention`."""
     from meltr import OptimConfig
 
-    g = torch.Generator().manual_seed(3)
-    batches = [random_batch(cfg, size.batch, g) for _ in range((1 + windows) * META_EVERY)]
-    ms = bench_meta_step(lambda: UniVL(cfg), batches, preset="univl",
-                         optim=OptimConfig(name="adam", lr=3e-5, schedule="constant", clip_grad_norm=1.0),  # paper A.3
-                         every=META_EVERY, gamma=0.1, device=device, windows=windows)  # gamma: configs/univl/*.yaml
-    return meta_table(ms, f"### 3. Meta-step cost: UniVL with 8 losses, batch {size.batch}, L={size.words}, "
-                          f"F={size.frames}, K={META_EVERY}, MELTR preset univl, median of {windows} windows of K steps")
+    size, cfg = SIZES[size_name], build_config(size_name)
+    set_attention(cfg, attention)
+    return TrainSetup(name="UniVL", describe=f"8 losses, hidden {cfg.text.hidden_size}, batch {size.batch}, "
+                                             f"L={size.words}, F={size.frames}, MELTR preset univl",
+                      make_model=lambda: UniVL(cfg), make_batch=lambda g: random_batch(cfg, size.batch, g), preset="univl", config=cfg,
+                      optim=OptimConfig(name="adam", lr=3e-5, schedule="constant", clip_grad_norm=1.0), every=META_EVERY)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,17 +259,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions for tables 1 and 2 (median)")
     parser.add_argument("--windows", type=int, default=None, help="timed windows of K steps for table 3")
+    parser.add_argument("--attention", choices=("sdpa", "explicit"), default=None,
+                        help="attention implementation (configs with an `attention` field); default: the config's")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
     device, size = torch.device(args.device), SIZES[args.size]
     torch.manual_seed(0)
     cfg = build_config(args.size)
+    set_attention(cfg, args.attention)
     model = UniVL(cfg).to(device).eval()  # eval: dropout off, so searches are deterministic
-    print(f"UniVL {args.size} (hidden {size.hidden}, 2 layers per tower), {args.device}, "
+    print(f"UniVL {args.size} (hidden {size.hidden}, {cfg.text.num_hidden_layers} text layers), {args.device}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}\n")
     for table in (bench_beam(model, size, device, args.reps), bench_alignment(model, size, device, args.reps),
-                  bench_meta(cfg, size, device, args.windows or size.steps // META_EVERY)):
+                  train_table(train_setup(args.size, args.attention), device, args.windows or size.steps // META_EVERY,
+                              title=f"### 3. Meta-step cost: UniVL {args.size}")):
         print("\n".join(table) + "\n", flush=True)
     return 0
 

@@ -1,14 +1,14 @@
 """VIOLET costs measured side by side in one run: the frame data path and the MELTR meta step.
 
-    python -m benchmarks.violet [--size tiny|small] [--device cpu|cuda] [--windows 2] [--skip-inputs]
+    python -m benchmarks.violet [--size tiny|small|base] [--device cpu|cuda] [--windows 2] [--skip-inputs]
+                                [--attention sdpa|explicit]
 
 1. **Data path** (base64 JPEG decode + pad + resize + to-tensor, DataLoader workers): the table of
    :mod:`benchmarks.violet_data`.
 2. **Train-step cost**: VIOLET retrieval (``vtm, mtm, mvm``) trained by :class:`meltr.Trainer` on random
-   batches with the fork's MELTR settings (K = 3, gamma 0.1, preset ``violet_retrieval``): ``sum`` (no meta
-   step), MELTR + AID-FP-Lite official-style (``autograd``: create_graph through Swin and BERT), and ours
-   (forward-mode ``jvp`` and finite differences ``fd``). Ratios are ms/step over ``sum`` and our overhead over
-   the official one.
+   batches with the fork's MELTR settings (K = 3, gamma 0.1, preset ``violet_retrieval``): every method of
+   :data:`benchmarks.common.META_METHODS` (``sum``: no meta step; ``lite_official``: create_graph through Swin
+   and BERT; the fast modes), with saved-tensor and process memory peaks and the issue's goal lines.
 
 Weights are random: the point is cost, not accuracy.
 """
@@ -23,7 +23,7 @@ from torch import Tensor
 
 from backbones.common.bert import BertConfig
 from backbones.violet import SwinConfig, Violet, VioletConfig
-from benchmarks.common import backbone_main, bench_meta_step, meta_table
+from benchmarks.common import TrainSetup, backbone_main, set_attention
 
 META_EVERY = 3  # K of every violet/args/*.json
 
@@ -75,21 +75,20 @@ def random_batch(size: Size, g: torch.Generator, frames: int = 5) -> dict[str, T
             "text_ids": ids, "text_mask": mask, "index": torch.arange(b)}
 
 
-def bench_train_step(size_name: str, device: torch.device, windows: int) -> list[str]:
-    """Table 2: ms per training step with the meta step every K steps, per method."""
+def train_setup(size_name: str, attention: str | None = None) -> TrainSetup:
+    """Table 2's training setup: the fork's AdamW (constant 3e-6), K=3, gamma 0.1; ``attention`` through
+    :func:`benchmarks.common.set_attention`."""
     from meltr import OptimConfig
 
     size = SIZES[size_name]
     cfg = build_config(size)
-    g = torch.Generator().manual_seed(0)
-    batches = [random_batch(size, g) for _ in range((1 + windows) * META_EVERY)]
+    set_attention(cfg, attention)
     optim = OptimConfig(name="adamw", lr=3e-6, betas=(0.9, 0.98), weight_decay=1e-3, no_decay_bias_norm=False,
                         schedule="constant")
-    ms = bench_meta_step(lambda: Violet(cfg), batches, preset="violet_retrieval", optim=optim, every=META_EVERY,
-                         gamma=0.1, device=device, windows=windows)
-    return meta_table(ms, f"### 2. Train-step cost: VIOLET retrieval {size_name} (Swin dim {size.swin_dim}, BERT "
-                          f"{size.hidden} x {size.layers}, {size.image} px, 5 frames, text {size.text}), batch "
-                          f"{size.batch}, K={META_EVERY}, median of {windows} windows of K steps")
+    return TrainSetup(name="VIOLET retrieval", describe=f"Swin dim {size.swin_dim}, BERT {size.hidden} x {size.layers}, "
+                                                        f"{size.image} px, 5 frames, text {size.text}, batch {size.batch}",
+                      make_model=lambda: Violet(cfg), make_batch=lambda g: random_batch(size, g), preset="violet_retrieval",
+                      optim=optim, every=META_EVERY, config=cfg)
 
 
 def _input_tables() -> None:
@@ -100,7 +99,7 @@ def _input_tables() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     return backbone_main(argv, doc=__doc__, name="VIOLET", sizes=list(SIZES), input_tables=_input_tables,
-                         input_title="Data path (benchmarks.violet_data)", train_table=bench_train_step, windows=2)
+                         input_title="Data path (benchmarks.violet_data)", train_setup=train_setup, windows=2)
 
 
 if __name__ == "__main__":
