@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from backbones.allinone import AllInOne, AllInOneConfig
-from benchmarks.common import TrainSetup, backbone_main, set_attention
+from backbones.common.attention import set_attention
+from benchmarks.common import TrainSetup, backbone_main
 
 META_EVERY = 5  # K of the fork's msrvtt_retrieval_MELTR
 
@@ -72,12 +73,13 @@ def random_batch(cfg: AllInOneConfig, batch: int, g: torch.Generator) -> dict[st
 
 def train_setup(size_name: str, attention: str | None = None) -> TrainSetup:
     """Table 2's training setup: the fork's AdamW (constant 3e-4), K=5, gamma 0.1, pooler frozen as in the
-    recipe; ``attention`` through :func:`benchmarks.common.set_attention`."""
+    recipe; ``attention`` through :func:`backbones.common.attention.set_attention`."""
     from meltr import OptimConfig
 
     size = SIZES[size_name]
     cfg = build_config(size)
-    set_attention(cfg, attention)
+    if attention:
+        set_attention(cfg, attention)
     optim = OptimConfig(name="adamw", lr=3e-4, betas=(0.9, 0.98), weight_decay=0.01, schedule="constant")
 
     def make_model() -> AllInOne:

@@ -22,7 +22,6 @@ combiner), ``official`` (AID-FP-Lite with ``mode="autograd"``), ``fast`` (AID-FP
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -35,7 +34,7 @@ from torch import nn
 from benchmarks.memory import MiB, ProcessPeak, SavedTensorMeter
 
 __all__ = ["META_METHODS", "GOALS", "TrainSetup", "MethodResult", "sync", "median_ms", "method_role", "trainer_config",
-           "meta_config", "set_attention", "attention_switchable", "bench_methods", "result_cells", "results_table", "goal_lines", "train_table", "backbone_main"]
+           "meta_config", "bench_methods", "result_cells", "results_table", "goal_lines", "train_table", "backbone_main"]
 
 # name -> overrides: "combiner" (CombinerConfig.name), "hypergrad" / "meta" (HypergradConfig / MetaConfig fields).
 META_METHODS: dict[str, dict[str, Any]] = {
@@ -43,6 +42,10 @@ META_METHODS: dict[str, dict[str, Any]] = {
     "lite_official": {"hypergrad": {"name": "aid_fp_lite", "mode": "autograd"}},
     "lite_jvp": {"hypergrad": {"name": "aid_fp_lite", "mode": "jvp"}},
     "lite_fd": {"hypergrad": {"name": "aid_fp_lite", "mode": "fd"}},
+    "lite_vjp": {"hypergrad": {"name": "aid_fp_lite", "mode": "vjp"}},
+    "current_vjp": {"hypergrad": {"name": "aid_fp_lite", "mode": "vjp"}, "meta": {"source": "current"}},
+    "current_jvp": {"hypergrad": {"name": "aid_fp_lite", "mode": "jvp"}, "meta": {"source": "current"}},
+    "current_fd": {"hypergrad": {"name": "aid_fp_lite", "mode": "fd"}, "meta": {"source": "current"}},
 }
 GOALS = {"overhead_vs_official": 1 / 3, "step_vs_sum": 1.35, "step_vs_sum_at_k": 3, "memory_vs_sum": 1.05}
 _SPEC_KEYS = {"combiner", "hypergrad", "meta", "role"}
@@ -106,48 +109,6 @@ def trainer_config(spec: Mapping[str, Any], *, preset: str, optim: Any, every: i
     return TrainerConfig(combiner=CombinerConfig(name=spec.get("combiner", "meltr"), preset=preset), optim=optim,
                          meta=meta_config(spec, every, gamma), max_steps=10 ** 6, amp=amp,  # type: ignore[arg-type]
                          tensorboard=False, log_every=10 ** 9)
-
-
-def _attention_configs(cfg: object) -> list[object]:
-    """``cfg`` and its nested dataclass configs that have an ``attention`` field."""
-    found: list[object] = []
-    seen: set[int] = set()
-
-    def visit(obj: object) -> None:
-        if not dataclasses.is_dataclass(obj) or isinstance(obj, type) or id(obj) in seen:
-            return
-        seen.add(id(obj))
-        for f in dataclasses.fields(obj):
-            if f.name == "attention":
-                found.append(obj)
-            else:
-                visit(getattr(obj, f.name))
-
-    visit(cfg)
-    return found
-
-
-def attention_switchable(cfg: object) -> bool:
-    """Whether some (sub-)config of ``cfg`` has an ``attention`` field."""
-    return bool(_attention_configs(cfg))
-
-
-def set_attention(cfg: object, attention: str | None) -> int:
-    """Sets ``attention`` (``"sdpa"`` fused / ``"explicit"`` matmul-softmax) on ``cfg`` and on every nested
-    dataclass config that has that field; returns how many were set. ``None`` leaves the configs as they are.
-
-    Raises:
-        ValueError: ``attention`` is given but no config has the field (a checkout without switchable attention).
-    """
-    if attention is None:
-        return 0
-    found = _attention_configs(cfg)
-    if not found:
-        raise ValueError(f"{type(cfg).__name__} has no `attention` field in any sub-config: attention={attention!r} "
-                         f"cannot be applied in this checkout")
-    for obj in found:
-        setattr(obj, "attention", attention)
-    return len(found)
 
 
 # ---------------------------------------------------------------------------------------- the train-step bench

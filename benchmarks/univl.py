@@ -34,7 +34,8 @@ from torch import Tensor
 from backbones.common.bert import BertConfig
 from backbones.univl import UniVL, UniVLConfig
 from backbones.univl.generate import BeamOutput, DecodeFn, beam_search
-from benchmarks.common import TrainSetup, median_ms, set_attention, train_table
+from backbones.common.attention import set_attention
+from benchmarks.common import TrainSetup, median_ms, train_table
 
 CLS_ID, SEP_ID, MASK_ID, FIRST_WORD_ID = 101, 102, 103, 104  # bert-base-uncased special ids
 
@@ -242,11 +243,12 @@ def bench_alignment(model: UniVL, size: Size, device: torch.device, reps: int) -
 
 def train_setup(size_name: str, attention: str | None = None) -> TrainSetup:
     """Table 3's training setup: UniVL with all 8 losses, the paper's Adam (A.3), K=3, gamma 0.1
-    (configs/univl/*.yaml); ``attention`` through :func:`benchmarks.common.set_attention`."""
+    (configs/univl/*.yaml); ``attention`` through :func:`backbones.common.attention.set_attention`."""
     from meltr import OptimConfig
 
     size, cfg = SIZES[size_name], build_config(size_name)
-    set_attention(cfg, attention)
+    if attention:
+        set_attention(cfg, attention)
     return TrainSetup(name="UniVL", describe=f"8 losses, hidden {cfg.text.hidden_size}, batch {size.batch}, "
                                              f"L={size.words}, F={size.frames}, MELTR preset univl",
                       make_model=lambda: UniVL(cfg), make_batch=lambda g: random_batch(cfg, size.batch, g), preset="univl", config=cfg,
@@ -267,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     device, size = torch.device(args.device), SIZES[args.size]
     torch.manual_seed(0)
     cfg = build_config(args.size)
-    set_attention(cfg, args.attention)
+    if args.attention:
+        set_attention(cfg, args.attention)
     model = UniVL(cfg).to(device).eval()  # eval: dropout off, so searches are deterministic
     print(f"UniVL {args.size} (hidden {size.hidden}, {cfg.text.num_hidden_layers} text layers), {args.device}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}\n")

@@ -23,7 +23,8 @@ from torch import Tensor
 
 from backbones.common.bert import BertConfig
 from backbones.violet import SwinConfig, Violet, VioletConfig
-from benchmarks.common import TrainSetup, backbone_main, set_attention
+from backbones.common.attention import set_attention
+from benchmarks.common import TrainSetup, backbone_main
 
 META_EVERY = 3  # K of every violet/args/*.json
 
@@ -77,12 +78,13 @@ def random_batch(size: Size, g: torch.Generator, frames: int = 5) -> dict[str, T
 
 def train_setup(size_name: str, attention: str | None = None) -> TrainSetup:
     """Table 2's training setup: the fork's AdamW (constant 3e-6), K=3, gamma 0.1; ``attention`` through
-    :func:`benchmarks.common.set_attention`."""
+    :func:`backbones.common.attention.set_attention`."""
     from meltr import OptimConfig
 
     size = SIZES[size_name]
     cfg = build_config(size)
-    set_attention(cfg, attention)
+    if attention:
+        set_attention(cfg, attention)
     optim = OptimConfig(name="adamw", lr=3e-6, betas=(0.9, 0.98), weight_decay=1e-3, no_decay_bias_norm=False,
                         schedule="constant")
     return TrainSetup(name="VIOLET retrieval", describe=f"Swin dim {size.swin_dim}, BERT {size.hidden} x {size.layers}, "

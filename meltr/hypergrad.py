@@ -239,13 +239,13 @@ def _rng_restore(snap: dict[str, object]) -> None:
 
 
 def _fd_directional(aux_fn: CombinedObjective, params: Params, direction: Params, rel_change: float | None = None,
-                    max_pairs: int = 3) -> tuple[Tensor, Tensor]:
+                    max_pairs: int = 3, comm: Comm = LOCAL) -> tuple[Tensor, Tensor]:
     """``l(w)`` and ``c = J_l(w) p`` by central differences with a step chosen per loss (see
-    :func:`directional_derivatives`)."""
+    :func:`directional_derivatives`), averaged over ranks: every rank takes the same steps."""
     p_sq = float(sum((d.double() ** 2).sum() for d in direction))  # type: ignore[arg-type]
     if p_sq == 0.0:
-        l = aux_fn.losses([p.detach() for p in params])
-        return l.detach(), torch.zeros_like(l)
+        (l,) = comm.mean([aux_fn.losses([p.detach() for p in params]).detach()])
+        return l, torch.zeros_like(l)
     u = torch.finfo(params[0].dtype).eps
     r = rel_change if rel_change is not None else math.sqrt(u) * 3.0  # ~1e-3 in float32, ~5e-8 in float64
     kappa = 16.0  # forward rounding error of a loss, in units of u * |loss|
@@ -257,7 +257,8 @@ def _fd_directional(aux_fn: CombinedObjective, params: Params, direction: Params
             plus = aux_fn.losses([p.detach() + t * d for p, d in zip(params, direction)]).double()
             _rng_restore(snap)
             minus = aux_fn.losses([p.detach() - t * d for p, d in zip(params, direction)]).double()
-        return 0.5 * (plus + minus), (plus - minus) / (2.0 * t)
+        mid, slope = comm.mean([0.5 * (plus + minus), (plus - minus) / (2.0 * t)])
+        return mid, slope
 
     # First step: the primary loss, whose slope along p = grad L_P is |p|^2, changes by ~r of an O(1) value.
     t = r / p_sq
@@ -286,9 +287,10 @@ def _fd_directional(aux_fn: CombinedObjective, params: Params, direction: Params
 
 def directional_derivatives(
     aux_fn: CombinedObjective, params: Params, direction: Params, mode: Literal["jvp", "vjp", "fd"],
-    fd_eps: float | None = None,
+    fd_eps: float | None = None, comm: Comm = LOCAL,
 ) -> tuple[Tensor, Tensor]:
-    """Local losses ``l(w)`` ``[T]`` and their directional derivatives ``c = J_l(w) p`` ``[T]``.
+    """Losses ``l(w)`` ``[T]`` and their directional derivatives ``c = J_l(w) p`` ``[T]``, averaged over
+    ranks (``comm``).
 
     ``jvp``: forward-mode AD (one forward carrying tangents; exact). ``vjp``: one forward with a graph
     and one reverse pass per loss, ``c_t = <grad_w l_t, p>`` (exact, first order: no forward-mode AD,
@@ -308,7 +310,8 @@ def directional_derivatives(
         tangents = tuple(d.detach().to(p.dtype) for d, p in zip(direction, params))
         with differentiable_attention():
             l, c = torch.func.jvp(lambda *ps: aux_fn.losses(ps), primals, tangents)
-        return l.detach(), c.detach()
+        l, c = comm.mean([l.detach(), c.detach()])
+        return l, c
     if mode == "vjp":
         with torch.enable_grad():
             live = [p if p.requires_grad else p.detach().requires_grad_(True) for p in params]
@@ -321,11 +324,12 @@ def directional_derivatives(
                 grads = torch.autograd.grad(l[i], live, retain_graph=i < l.numel() - 1, allow_unused=True)
                 slopes.append(sum((torch.dot(g.reshape(-1), d.reshape(-1).to(g.dtype)).double()
                                    for g, d in zip(grads, direction) if g is not None), l.new_zeros((), dtype=torch.float64)))
-        return l.detach(), torch.stack(slopes).to(l.dtype)
+        l, c = comm.mean([l.detach(), torch.stack(slopes).to(l.dtype)])
+        return l, c
     if mode != "fd":
         raise ValueError(f"unknown directional mode {mode!r}")
     with torch.no_grad():
-        l, c = _fd_directional(aux_fn, params, direction, fd_eps)
+        l, c = _fd_directional(aux_fn, params, direction, fd_eps, comm=comm)
     dtype = params[0].dtype
     return l.to(dtype), c.to(dtype)
 
@@ -384,8 +388,7 @@ def mixed_product(
     if mode in ("jvp", "vjp", "fd"):
         if not isinstance(aux_fn, CombinedObjective):
             raise TypeError(f"mode {mode!r} needs a CombinedObjective aux_fn (losses + combiner); use mode='autograd'")
-        l, c = directional_derivatives(aux_fn, params, p, mode, fd_eps)
-        l, c = comm.mean([l, c])
+        l, c = directional_derivatives(aux_fn, params, p, mode, fd_eps, comm)
         return _mixed_from_directional(aux_fn.combine, l, c, meta_params)
     if mode != "autograd":
         raise ValueError(f"unknown mode {mode!r}; valid: jvp, vjp, fd, autograd")
@@ -445,14 +448,13 @@ def lite_from_graph(
                 grads_t = []
             slopes.append(sum((torch.dot(gt.reshape(-1), vt.reshape(-1).to(gt.dtype)).double()
                                for gt, vt in zip(grads_t, v) if gt is not None), l.new_zeros((), dtype=torch.float64)))
-        c = torch.stack(slopes).to(l.dtype)
+        (c,) = comm.mean([torch.stack(slopes).to(l.dtype)])
     elif mode in ("jvp", "fd"):
         if aux is None:
             raise TypeError(f"mode {mode!r} evaluates the losses again: pass aux (the batch's CombinedObjective)")
-        _, c = directional_derivatives(aux, params, v, mode, fd_eps)  # type: ignore[arg-type]
+        _, c = directional_derivatives(aux, params, v, mode, fd_eps, comm)  # type: ignore[arg-type]
     else:
         raise ValueError(f"unknown mode {mode!r}; valid: jvp, vjp, fd, autograd")
-    (c,) = comm.mean([c])
     if not meta_params:
         return tuple(zeros(meta_params))
     return _finish(direct, _mixed_from_directional(combine, l, c, meta_params))

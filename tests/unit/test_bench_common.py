@@ -3,13 +3,11 @@ meter's accounting and the goal lines (no timing asserted)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
 import pytest
 import torch
 
-from benchmarks.common import (META_METHODS, MethodResult, attention_switchable, goal_lines, method_role,
-                               set_attention, trainer_config)
+from benchmarks.common import META_METHODS, MethodResult, goal_lines, method_role, trainer_config
 from benchmarks.memory import SavedTensorMeter
 
 
@@ -30,39 +28,6 @@ def test_one_line_method_reaches_the_trainer_config() -> None:
         method_role("bad", {"hypergrads": {}})
     with pytest.raises(TypeError):
         trainer_config({"hypergrad": {"nope": 1}}, preset="univl", optim=None, every=3, gamma=0.1)
-
-
-@dataclass
-class _Tower:  # stands in for a BertConfig with the `attention` field of the attn branch
-    hidden: int = 8
-    attention: str = "sdpa"
-
-
-@dataclass
-class _Model:
-    text: _Tower = field(default_factory=_Tower)
-    cross: _Tower = field(default_factory=_Tower)
-    width: int = 4
-
-
-def test_set_attention_reaches_every_sub_config() -> None:
-    cfg = _Model()
-    assert attention_switchable(cfg)
-    assert set_attention(cfg, "explicit") == 2
-    assert cfg.text.attention == cfg.cross.attention == "explicit"
-    assert set_attention(cfg, None) == 0 and cfg.text.attention == "explicit"
-
-
-def test_set_attention_on_real_configs() -> None:
-    from backbones.univl import UniVLConfig
-
-    cfg = UniVLConfig.tiny()
-    if not attention_switchable(cfg):  # before the attn branch: refuses to pretend
-        with pytest.raises(ValueError, match="no `attention` field"):
-            set_attention(cfg, "explicit")
-    else:
-        assert set_attention(cfg, "explicit") >= 4
-        assert all(getattr(cfg, t).attention == "explicit" for t in ("text", "visual", "cross", "decoder"))
 
 
 def test_saved_tensor_meter_counts_live_storages_once_and_skips_parameters() -> None:
