@@ -28,6 +28,7 @@ is a smoke run (one window per method, no warm-up window): its numbers check the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import importlib
@@ -36,7 +37,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -72,11 +73,6 @@ def _setup(backbone: str, size: str, attention: str | None, device: torch.device
     return dataclasses.replace(setup, make_model=make_model)
 
 
-def _attentions(backbone: str, size: str) -> list[str | None]:
-    """Fused and explicit attention: every backbone has the switch (backbones.common.attention)."""
-    return ["sdpa", "explicit"]
-
-
 def _free(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
@@ -92,15 +88,16 @@ def _error(exc: BaseException) -> str:
 # ---------------------------------------------------------------------------------------- 1-2. train step
 
 
-def train_section(size: str, device: torch.device, budget: Deadline, methods: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[str]]:
+def train_section(size: str, device: torch.device, budget: Deadline, methods: Mapping[str, Mapping[str, Any]],
+                  attentions: Sequence[str] = ("sdpa", "explicit")) -> tuple[list[str], list[str]]:
     """Section 1's table and section 2's goal table."""
-    configs = [(b, p, a) for b in BACKBONES for p in PRECISIONS for a in _attentions(b, size)]
+    configs = [(b, p, a) for b in BACKBONES for p in PRECISIONS for a in attentions]
     header = ["backbone", "precision", "attention"] + [c.format(memory=memory_label(device)) for c in RESULT_COLUMNS]
     blank = " |" * (len(RESULT_COLUMNS) - 2)  # cells after "method" and the message
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     goals = ["| backbone | precision | attention | goal line |", "|---|---|---|---|"]
     for i, (backbone, precision, attention) in enumerate(configs):
-        att = attention or "built-in"
+        att = attention
         head = f"| {backbone} | {precision} | {att} |"
         share = budget.left() / (len(configs) - i)
         if budget.left() <= 0:
@@ -165,7 +162,11 @@ def hypergradient(model: nn.Module, batch: Mapping[str, Any], setup: TrainSetup,
     torch.manual_seed(1)
     if learner.cfg.source == "current":
         # The step's own forward is the training step's (not timed); the meta work happens in combine().
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        from meltr.hypergrad import differentiable_attention
+
+        exact = learner.cfg.hypergrad.mode == "autograd"  # differentiates the step's own graph twice
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None), \
+                (differentiable_attention() if exact else contextlib.nullcontext()):
             out = model(batch)
         sync(device)
         t0 = time.perf_counter()
@@ -197,7 +198,7 @@ def agree_section(size: str, device: torch.device, budget: Deadline, methods: Ma
     roles = {n: method_role(n, s) for n, s in methods.items()}
     official = next(n for n, r in roles.items() if r == "official")
     fast = [n for n, r in roles.items() if r == "fast"]
-    rows = ["| backbone | precision | method vs `autograd` | max abs err / max entry (worst tensor) | cosine | "
+    rows = ["| backbone | precision | method vs `autograd` (same meta source) | max abs err / max entry (worst tensor) | cosine | "
             "‖exact‖ | ms exact | ms method |", "|---|---|---|---|---|---|---|---|"]
     for backbone in BACKBONES:
         for precision in PRECISIONS:
@@ -217,8 +218,17 @@ def agree_section(size: str, device: torch.device, budget: Deadline, methods: Ma
 
                 batch = to_device(setup.make_batch(torch.Generator().manual_seed(0)), device)
                 amp = torch.bfloat16 if precision == "bf16" else None
-                exact, ms_exact = hypergradient(model, batch, setup, methods[official], amp, device)
+                exacts: dict[Any, tuple[tuple[Tensor, ...], float]] = {}
                 for name in fast:
+                    # The reference is the exact step of the same meta source: with source current both come from
+                    # one forward (a model drawing masks in its forward, as VIOLET does, draws them once).
+                    source = methods[name].get("meta", {}).get("source")
+                    if source not in exacts:
+                        ref = dict(methods[official])
+                        if source is not None:
+                            ref["meta"] = {**ref.get("meta", {}), "source": source}
+                        exacts[source] = hypergradient(model, batch, setup, ref, amp, device)
+                    exact, ms_exact = exacts[source]
                     approx, ms = hypergradient(model, batch, setup, methods[name], amp, device)
                     rel, cos = agreement(approx, exact)
                     norm = float(torch.cat([e.flatten() for e in exact]).norm())
@@ -243,6 +253,8 @@ def main(argv: list[str] | None = None, methods: Mapping[str, Mapping[str, Any]]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--size", choices=("base", "tiny"), default="base")
+    parser.add_argument("--attention", choices=("both", "sdpa", "explicit"), default="both",
+                        help="attention of the train-step table: fused sdpa, explicit, or both side by side")
     parser.add_argument("--budget", type=float, default=None, help="seconds for the whole check (default 450 on CUDA, 45 on CPU)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -256,7 +268,8 @@ def main(argv: list[str] | None = None, methods: Mapping[str, Mapping[str, Any]]
     # then gets what is left of the budget (it may overrun its deadline by at most one round of windows).
     agree_rows = agree_section(args.size, device, Deadline(SHARES["agree"] * total), methods)
     spent = time.perf_counter() - start
-    train_rows, goal_rows = train_section(args.size, device, Deadline((1 - SHARES["slack"]) * total - spent), methods)
+    train_rows, goal_rows = train_section(args.size, device, Deadline((1 - SHARES["slack"]) * total - spent), methods,
+                                         ("sdpa", "explicit") if args.attention == "both" else (args.attention,))
     print("## 1. Train step (median ms per step, meta step every K; memory per step above resident)\n")
     print("\n".join(train_rows) + "\n", flush=True)
     print("## 2. Goals (issue 13: (a) overhead <= 1/3 of official-style, (b) step <= 1.35 x sum at K=3, "

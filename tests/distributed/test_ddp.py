@@ -70,12 +70,15 @@ def test_two_gloo_ranks_equal_single_process_on_concatenated_batch(tmp_path, mod
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     single = _train(_global_batches(), mode, combiner)
+    # fd chooses its steps from (rank-averaged) loss differences, whose float64 rounding differs between the
+    # two runs by the summation order: its estimate (error ~1e-8 relative) may then differ by about that much.
+    rtol = 1e-7 if mode.endswith("fd") else 1e-9
     torch.manual_seed(0)
     init = ToyRegression().double()
     assert set(r0) == set(single)
     for k in single:
         assert torch.equal(r0[k], r1[k]), f"ranks differ at {k}"
-        torch.testing.assert_close(r0[k], single[k], rtol=1e-9, atol=1e-11, msg=f"DDP differs from single process at {k}")
+        torch.testing.assert_close(r0[k], single[k], rtol=rtol, atol=rtol / 100, msg=f"DDP differs from single process at {k}")
     # training did move the weights (the comparison is not between two untouched models)
     assert not torch.allclose(single["model.net.0.weight"], init.net[0].weight.double())
 

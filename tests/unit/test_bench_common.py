@@ -1,8 +1,7 @@
-"""The benchmark plumbing: method roles from config overrides, the attention switch, the saved-tensor
-meter's accounting and the goal lines (no timing asserted)."""
+"""The benchmark plumbing: method roles from config overrides, the saved-tensor meter's accounting and the
+goal lines (no timing asserted)."""
 
 from __future__ import annotations
-
 
 import pytest
 import torch
@@ -13,7 +12,8 @@ from benchmarks.memory import SavedTensorMeter
 
 def test_roles_follow_the_configs() -> None:
     assert {n: method_role(n, s) for n, s in META_METHODS.items()} == {
-        "sum": "baseline", "lite_official": "official", "lite_jvp": "fast", "lite_fd": "fast"}
+        "sum": "baseline", "lite_official": "official", "lite_jvp": "fast", "lite_fd": "fast", "lite_vjp": "fast",
+        "current_vjp": "fast", "current_jvp": "fast", "current_fd": "fast"}
     assert method_role("x", {"hypergrad": {"name": "aid_cg"}}) == "other"
     assert method_role("x", {"hypergrad": {}}) == "fast"  # aid_fp_lite's default mode is jvp
     assert method_role("x", {"role": "official", "hypergrad": {"mode": "fd"}}) == "official"
