@@ -648,7 +648,16 @@ class MetaLearner:
             self.hypergrad.inner_lr = lr
         try:
             grads = self.hypergrad(primary, make_aux(lt), params, self.meta_params, comm=self.comm)
-        except RuntimeError as exc:
+        except (RuntimeError, NotImplementedError) as exc:
+            mode = mcfg.hypergrad.mode
+            if isinstance(exc, NotImplementedError) or "forward AD" in str(exc) or "derivative for" in str(exc):
+                raise LossContractError(
+                    f"the meta step's mode {mode or 'jvp'!r} needs forward-mode AD or a double backward through "
+                    f"{type(model).__name__}, which one of its operations lacks ({str(exc).splitlines()[0][:160]}): "
+                    f"use a first-order mode, meta.hypergrad.mode: vjp (exact) or fd"
+                ) from exc
+            if not isinstance(exc, RuntimeError):
+                raise
             if _reentrant_checkpointing(model, exc):
                 raise LossContractError(
                     f"{type(model).__name__} uses reentrant gradient checkpointing, which supports neither the "

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch._dynamo.backends.registry import lookup_backend
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from meltr import CombinerConfig, HypergradConfig, MetaConfig, MetaLearner, OptimConfig, Trainer
+from meltr import CombinerConfig, HypergradConfig, LossContractError, MetaConfig, MetaLearner, OptimConfig, Trainer
 from meltr.meta_learner import unwrap_model
 from tests.toy_models import TinySDPA, small_meltr, token_batches, toy_trainer_config
 
@@ -211,3 +211,24 @@ def test_fd_meta_step_compiled_checkpointed_flash_bf16_together() -> None:
     reference = TinySDPA(mask=True).double()
     reference.load_state_dict(model.state_dict())
     _assert_rel_close(fd, _hypergrad(reference, "autograd", batches[0]), AMP_RTOL)
+
+
+def test_an_op_without_forward_ad_names_the_first_order_modes() -> None:
+    """A backbone pinned to the flash kernel (as a compiled or custom-kernel model may be): the exact jvp step
+    cannot run and says which modes can; vjp (exact) and fd run there."""
+
+    class Pinned(TinySDPA):
+        def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                return super().forward(batch)
+
+    torch.manual_seed(0)
+    model = Pinned(mask=False).double()
+    batch = token_batches(1, 4)[0]
+    with pytest.raises(LossContractError, match="meta.hypergrad.mode: vjp"):
+        _hypergrad(model, "jvp", batch)
+    exact = _hypergrad(model, "vjp", batch)
+    reference = TinySDPA(mask=False).double()
+    reference.load_state_dict(model.state_dict())
+    _assert_rel_close(exact, _hypergrad(reference, "autograd", batch), 1e-9)
+    _assert_rel_close(_hypergrad(model, "fd", batch), exact, FD_RTOL)
