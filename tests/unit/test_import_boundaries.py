@@ -11,7 +11,8 @@ STDLIB_OK = {"__future__", "abc", "argparse", "collections", "contextlib", "copy
              "tempfile", "time", "types", "typing", "warnings", "numbers", "inspect", "textwrap", "difflib",
              "resource",  # resource: peak RSS for the epoch records (POSIX; log.py falls back without it)
              "datetime",  # datetime: the trainer's ETA in its progress log lines
-             "hashlib", "ctypes"}  # buffer.py: sha256 fingerprints of buffered batches, over the tensors' bytes in place
+             "hashlib", "ctypes",  # buffer.py: sha256 fingerprints of buffered batches, over the tensors' bytes in place
+             "threading"}  # hypergrad.full_precision: a thread-local flag
 
 
 def _imports(path: Path) -> list[tuple[str, bool]]:
