@@ -79,18 +79,24 @@ class TinyTransformer(nn.Module):
         self.mtm_head = nn.Linear(dim, vocab)
         self.order_head = nn.Linear(dim, 2)
 
+    def encode(self, tok: Tensor) -> Tensor:
+        return self.enc(self.emb(tok) + self.pos[: tok.shape[1]])
+
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        tok = batch["tokens"]
-        h = self.enc(self.emb(tok) + self.pos[: tok.shape[1]])
-        masked = self.enc(self.emb(batch["masked"]) + self.pos[: tok.shape[1]])
-        shuffled = self.enc(self.emb(tok.flip(1)) + self.pos[: tok.shape[1]])
-        order_logits = torch.cat([self.order_head(h.mean(1)), self.order_head(shuffled.mean(1))])
-        order_target = torch.cat([torch.zeros(len(tok)), torch.ones(len(tok))]).long()
-        return {
-            "cls": F.cross_entropy(self.cls_head(h.mean(1)), batch["label"]),
-            "mtm": F.cross_entropy(self.mtm_head(masked).flatten(0, 1), tok.flatten()),
-            "order": F.cross_entropy(order_logits, order_target),
-        }
+        return token_losses(self, batch)
+
+
+def token_losses(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The three losses of the token toys on ``model.encode`` and its ``cls``/``mtm``/``order`` heads."""
+    tok = batch["tokens"]
+    h, masked, shuffled = model.encode(tok), model.encode(batch["masked"]), model.encode(tok.flip(1))
+    order_logits = torch.cat([model.order_head(h.mean(1)), model.order_head(shuffled.mean(1))])
+    order_target = torch.cat([torch.zeros(len(tok)), torch.ones(len(tok))]).long()
+    return {
+        "cls": F.cross_entropy(model.cls_head(h.mean(1)), batch["label"]),
+        "mtm": F.cross_entropy(model.mtm_head(masked).flatten(0, 1), tok.flatten()),
+        "order": F.cross_entropy(order_logits, order_target),
+    }
 
 
 def token_batches(n_batches: int, batch_size: int, seq: int = 6, vocab: int = 20, seed: int = 0) -> list[dict[str, Tensor]]:
@@ -145,12 +151,4 @@ class TinySDPA(nn.Module):
         return self._block(x)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        tok = batch["tokens"]
-        h, masked, shuffled = self.encode(tok), self.encode(batch["masked"]), self.encode(tok.flip(1))
-        order_logits = torch.cat([self.order_head(h.mean(1)), self.order_head(shuffled.mean(1))])
-        order_target = torch.cat([torch.zeros(len(tok)), torch.ones(len(tok))]).long()
-        return {
-            "cls": F.cross_entropy(self.cls_head(h.mean(1)), batch["label"]),
-            "mtm": F.cross_entropy(self.mtm_head(masked).flatten(0, 1), tok.flatten()),
-            "order": F.cross_entropy(order_logits, order_target),
-        }
+        return token_losses(self, batch)
