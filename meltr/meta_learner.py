@@ -674,7 +674,8 @@ class MetaLearner:
             raise TypeError("meta.source='current' needs the model: call combine(output, model)")
         module = unwrap_model(model)
         params = [p for p in module.parameters() if p.requires_grad]
-        mode = self.cfg.hypergrad.mode or "vjp"
+        # Unset: jvp (exact, the cheapest measured) when the batch is given, else vjp (reuses the graph alone).
+        mode = self.cfg.hypergrad.mode or ("jvp" if batch is not None else "vjp")
         aux: CombinedObjective | None = None
         if mode in ("jvp", "fd"):
             if batch is None:
