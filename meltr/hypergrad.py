@@ -238,6 +238,23 @@ def _rng_restore(snap: dict[str, object]) -> None:
         torch.cuda.set_rng_state_all(snap["cuda"])  # type: ignore[arg-type]
 
 
+def _slopes(losses: Tensor, params: Params, direction: Sequence[Tensor], known: int | None = None,
+            known_grads: Sequence[Tensor] | None = None) -> Tensor:
+    """``c_t = <grad_w l_t, p>`` ``[T]`` by one reverse pass per loss through ``losses``' graph (kept for
+    the caller); ``known_grads`` are loss ``known``'s gradients when the caller has them already."""
+    slopes = []
+    for t in range(losses.numel()):
+        if t == known:
+            grads: Sequence[Tensor | None] = known_grads or []
+        elif losses[t].requires_grad:
+            grads = torch.autograd.grad(losses[t], list(params), retain_graph=True, allow_unused=True)
+        else:
+            grads = []
+        slopes.append(sum((torch.dot(g.reshape(-1), d.reshape(-1).to(g.dtype)).double()
+                           for g, d in zip(grads, direction) if g is not None), losses.new_zeros((), dtype=torch.float64)))
+    return torch.stack(slopes).to(losses.dtype)
+
+
 def _fd_directional(aux_fn: CombinedObjective, params: Params, direction: Params, rel_change: float | None = None,
                     max_pairs: int = 3, comm: Comm = LOCAL) -> tuple[Tensor, Tensor]:
     """``l(w)`` and ``c = J_l(w) p`` by central differences with a step chosen per loss (see
@@ -316,15 +333,8 @@ def directional_derivatives(
         with torch.enable_grad():
             live = [p if p.requires_grad else p.detach().requires_grad_(True) for p in params]
             l = aux_fn.losses(live)
-            slopes = []
-            for i in range(l.numel()):
-                if not l[i].requires_grad:
-                    slopes.append(l.new_zeros((), dtype=torch.float64))
-                    continue
-                grads = torch.autograd.grad(l[i], live, retain_graph=i < l.numel() - 1, allow_unused=True)
-                slopes.append(sum((torch.dot(g.reshape(-1), d.reshape(-1).to(g.dtype)).double()
-                                   for g, d in zip(grads, direction) if g is not None), l.new_zeros((), dtype=torch.float64)))
-        l, c = comm.mean([l.detach(), torch.stack(slopes).to(l.dtype)])
+            c = _slopes(l, live, direction)
+        l, c = comm.mean([l.detach(), c])
         return l, c
     if mode != "fd":
         raise ValueError(f"unknown directional mode {mode!r}")
@@ -424,10 +434,11 @@ def lite_from_graph(
         primary_index: When ``primary(l)`` is exactly ``l[primary_index]``, its slope ``<v_local, v>``
             needs no reverse pass of its own in ``vjp`` mode.
     """
+    if not meta_params:
+        return ()
     n = len(params)
     out = primary(losses)
     grads = torch.autograd.grad(out, list(params) + list(meta_params), retain_graph=True, allow_unused=True)
-    zeros = lambda xs: [torch.zeros_like(x) for x in xs]  # noqa: E731
     v_local = [torch.zeros_like(x) if g is None else g for g, x in zip(grads[:n], params)]
     direct = [torch.zeros_like(x) if g is None else g.detach() for g, x in zip(grads[n:], meta_params)]
     v = comm.mean([x.detach() for x in v_local])
@@ -438,25 +449,13 @@ def lite_from_graph(
         mixed = comm.mean(_graph_vjp(g, meta_params, v))
         return _finish(direct, mixed)
     if mode == "vjp":
-        slopes = []
-        for t in range(losses.numel()):
-            if t == primary_index:
-                grads_t: Sequence[Tensor | None] = v_local
-            elif losses[t].requires_grad:
-                grads_t = torch.autograd.grad(losses[t], list(params), retain_graph=True, allow_unused=True)
-            else:
-                grads_t = []
-            slopes.append(sum((torch.dot(gt.reshape(-1), vt.reshape(-1).to(gt.dtype)).double()
-                               for gt, vt in zip(grads_t, v) if gt is not None), l.new_zeros((), dtype=torch.float64)))
-        (c,) = comm.mean([torch.stack(slopes).to(l.dtype)])
+        (c,) = comm.mean([_slopes(losses, params, v, primary_index, v_local)])
     elif mode in ("jvp", "fd"):
         if aux is None:
             raise TypeError(f"mode {mode!r} evaluates the losses again: pass aux (the batch's CombinedObjective)")
         _, c = directional_derivatives(aux, params, v, mode, fd_eps, comm)  # type: ignore[arg-type]
     else:
         raise ValueError(f"unknown mode {mode!r}; valid: jvp, vjp, fd, autograd")
-    if not meta_params:
-        return tuple(zeros(meta_params))
     return _finish(direct, _mixed_from_directional(combine, l, c, meta_params))
 
 

@@ -210,6 +210,24 @@ def _model_loss_names(model: nn.Module) -> tuple[tuple[str, ...], str]:
     return tuple(names), str(target)
 
 
+def _explained(model: nn.Module, mode: str, exc: BaseException) -> BaseException:
+    """The meta step's failure ``exc`` as a :class:`LossContractError` saying what to change, when the
+    model cannot support the mode (an operation without forward-mode AD / double backward, reentrant
+    checkpointing); otherwise ``exc`` itself."""
+    if isinstance(exc, NotImplementedError) or "forward AD" in str(exc) or "derivative for" in str(exc):
+        return LossContractError(
+            f"the meta step's mode {mode!r} needs forward-mode AD or a double backward through "
+            f"{type(model).__name__}, which one of its operations lacks ({str(exc).splitlines()[0][:160]}): "
+            f"use a first-order mode, meta.hypergrad.mode: vjp (exact) or fd")
+    if isinstance(exc, RuntimeError) and _reentrant_checkpointing(model, exc):
+        return LossContractError(
+            f"{type(model).__name__} uses reentrant gradient checkpointing, which supports neither the "
+            f"forward-mode AD nor the double backward of the meta step: use non-reentrant checkpointing "
+            f"(torch.utils.checkpoint.checkpoint(..., use_reentrant=False); Hugging Face: "
+            f"model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={{'use_reentrant': False}}))")
+    return exc
+
+
 def _reentrant_checkpointing(model: nn.Module, exc: RuntimeError) -> bool:
     """Whether ``exc`` comes from reentrant activation checkpointing inside ``model``: its autograd
     Function has no forward-mode rule (``setup_context``) and detaches its inputs (no double backward)."""
@@ -649,23 +667,10 @@ class MetaLearner:
         try:
             grads = self.hypergrad(primary, make_aux(lt), params, self.meta_params, comm=self.comm)
         except (RuntimeError, NotImplementedError) as exc:
-            mode = mcfg.hypergrad.mode
-            if isinstance(exc, NotImplementedError) or "forward AD" in str(exc) or "derivative for" in str(exc):
-                raise LossContractError(
-                    f"the meta step's mode {mode or 'jvp'!r} needs forward-mode AD or a double backward through "
-                    f"{type(model).__name__}, which one of its operations lacks ({str(exc).splitlines()[0][:160]}): "
-                    f"use a first-order mode, meta.hypergrad.mode: vjp (exact) or fd"
-                ) from exc
-            if not isinstance(exc, RuntimeError):
+            explained = _explained(model, mcfg.hypergrad.mode or "jvp", exc)
+            if explained is exc:
                 raise
-            if _reentrant_checkpointing(model, exc):
-                raise LossContractError(
-                    f"{type(model).__name__} uses reentrant gradient checkpointing, which supports neither the "
-                    f"forward-mode AD nor the double backward of the meta step: use non-reentrant checkpointing "
-                    f"(torch.utils.checkpoint.checkpoint(..., use_reentrant=False); Hugging Face: "
-                    f"model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={{'use_reentrant': False}}))"
-                ) from exc
-            raise
+            raise explained from exc
         return self._apply(grads)
 
     def _hypergrad_from_graph(self, model: object | None, losses: Tensor, batch: Any) -> tuple[Tensor, ...]:
@@ -688,11 +693,11 @@ class MetaLearner:
         try:
             return lite_from_graph(losses, primary, self.combiner, params, self.meta_params, mode, self.comm, aux,
                                    self.cfg.hypergrad.fd_eps, primary_index=pi if self.cfg.gamma == 0 else None)
-        except RuntimeError as exc:
-            if _reentrant_checkpointing(module, exc):
-                raise LossContractError(f"{type(module).__name__} uses reentrant gradient checkpointing: use "
-                                        f"torch.utils.checkpoint.checkpoint(..., use_reentrant=False)") from exc
-            raise
+        except (RuntimeError, NotImplementedError) as exc:
+            explained = _explained(module, mode, exc)
+            if explained is exc:
+                raise
+            raise explained from exc
 
     def _apply(self, grads: Sequence[Tensor]) -> dict[str, float]:
         """Writes a hypergradient to the combiner and takes the meta optimiser step (clipped), or handles
