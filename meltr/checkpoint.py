@@ -28,7 +28,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 import torch
 
@@ -39,6 +39,7 @@ except ImportError:  # pragma: no cover - numpy is present in CI
 
 __all__ = [
     "FORMAT_VERSION",
+    "atomic_write",
     "CheckpointError",
     "check_weights_only",
     "read_weights",
@@ -129,13 +130,23 @@ def save_checkpoint(state: dict, path: str | os.PathLike, check: bool = True) ->
     path = Path(path)
     if check:
         check_weights_only(state, str(path))
-    _atomic_write(path, lambda f: torch.save(state, f))
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Calls ``write(file)`` on a temp file beside ``path``, flushes, fsyncs and ``os.replace``-s it over
-    ``path``, then fsyncs the directory (best effort); on any failure the temp file is removed and
-    ``path`` is untouched. Stale temps of the same target are removed first (:func:`_remove_stale_temps`)."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
+    """Writes a file atomically: the one writer of the project (checkpoints, configs, data files).
+
+    Calls ``write(file)`` on a binary temp file beside ``path``, flushes, fsyncs and ``os.replace``-s it
+    over ``path``, then fsyncs the directory (best effort). The parent directory is created; the file gets
+    the mode of the file it replaces, or what a plain ``open`` would give. On any failure (Ctrl-C
+    included) the temp file is removed and ``path`` is untouched. Stale temps of the same target left by a
+    killed writer are removed first (:func:`_remove_stale_temps`).
+
+    Example::
+
+        atomic_write("out/info.json", lambda f: f.write(json.dumps(info).encode()))
+    """
+    path = Path(path)
     directory = path.parent
     directory.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(path)
@@ -567,5 +578,5 @@ def export_safetensors(checkpoint: str | os.PathLike | dict, out: str | os.PathL
     metadata = {"format": "pt", "producer": "meltr", "state": key, "tied": json.dumps(tied),
                 "loss_names": ",".join(state.get("loss_names", [])), "step": str(state.get("step", ""))}
     out = Path(out)
-    _atomic_write(out, lambda f: f.write(save(tensors, metadata=metadata)))
+    atomic_write(out, lambda f: f.write(save(tensors, metadata=metadata)))
     return out

@@ -21,12 +21,13 @@ import dataclasses
 import difflib
 import os
 import re
-import tempfile
 import types
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
+
+from meltr.checkpoint import atomic_write
 
 __all__ = [
     "ConfigError",
@@ -553,27 +554,7 @@ def dump(obj: Any, path: str | os.PathLike[str]) -> None:
     text = yaml.dump(
         to_dict(obj), Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True
     )
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    # mkstemp creates 0600; give the file what a plain open() would (0666 minus the umask), or keep the
-    # mode of the file it replaces, so that a group's evaluation job can read the run's config.
-    try:
-        mode = dest.stat().st_mode & 0o777
-    except OSError:
-        umask = os.umask(0o022)  # no getter: set and restore (done once per dump, not per write)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def add_override_args(parser: argparse.ArgumentParser) -> None:

