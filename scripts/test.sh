@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# Fresh clone -> the whole test suite on CPU. Extra arguments go to pytest.
+# Fresh clone -> ruff, mypy, then the whole test suite on CPU. Extra arguments go to pytest.
+# LINT=0 skips ruff and mypy for a quick local run; CI (.ci/run) always runs them (configs: pyproject.toml).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_setup.sh"
+if [ "${LINT:-1}" != "0" ]; then
+  .venv/bin/python -m ruff check --quiet . \
+    || { echo "[test] FAILED: ruff check found the problems above (LINT=0 skips lint for a quick run)" >&2; exit 1; }
+  .venv/bin/python -m mypy \
+    || { echo "[test] FAILED: mypy found the type errors above (LINT=0 skips lint for a quick run)" >&2; exit 1; }
+fi
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?
