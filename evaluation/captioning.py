@@ -19,9 +19,9 @@ single METEOR process for its lifetime. Create one per run (or per test session)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 __all__ = ["CAPTION_METRICS", "CaptionScorer", "postprocess"]
 
@@ -188,8 +188,15 @@ class CaptionScorer:
             raise TypeError(f"references must be lists of str; non-str entries for ids {_ids(bad_ref)}")
 
 
+@runtime_checkable
+class _HasToList(Protocol):
+    """A 1-D ``torch.Tensor`` or ``np.ndarray`` (duck-typed: this module imports neither)."""
+
+    def tolist(self) -> Iterable[object]: ...
+
+
 def postprocess(
-    tokens: Sequence[int] | Sequence[str] | Any,
+    tokens: Sequence[int] | Sequence[str] | _HasToList,
     id_to_token: Callable[[int], str] | None = None,
     sep_token: str = "[SEP]",
     pad_token: str = "[PAD]",
@@ -211,15 +218,15 @@ def postprocess(
     Returns:
         The detokenised caption, e.g. ``["a", "man", "cook", "##s", "[SEP]"] -> "a man cooks"``.
     """
-    if hasattr(tokens, "tolist"):  # torch.Tensor / np.ndarray
-        tokens = tokens.tolist()
-    seq = list(tokens)
-    if seq and all(isinstance(t, str) for t in seq):
-        pieces = seq
-    elif all(isinstance(t, int) and not isinstance(t, bool) for t in seq):
-        if seq and id_to_token is None:
+    seq: list[object] = list(tokens.tolist() if isinstance(tokens, _HasToList) else tokens)
+    words = [t for t in seq if isinstance(t, str)]
+    ids = [t for t in seq if isinstance(t, int) and not isinstance(t, bool)]
+    if len(words) == len(seq):  # also the empty sequence: an empty caption
+        pieces = words
+    elif len(ids) == len(seq):
+        if id_to_token is None:
             raise TypeError("postprocess got token ids; pass id_to_token to map them to word pieces")
-        pieces = [id_to_token(t) for t in seq] if seq else []  # type: ignore[misc]
+        pieces = [id_to_token(t) for t in ids]
     else:
         raise TypeError("tokens must be all ints (ids) or all strs (word pieces)")
     for stop in (sep_token, pad_token):  # official order: [SEP] first, then [PAD]

@@ -262,6 +262,7 @@ class BertEmbeddings(nn.Module):
                  word_weight: nn.Parameter | None = None, position_weight: nn.Parameter | None = None) -> None:
         super().__init__()
         self.word = word
+        self.word_embeddings: nn.Embedding | nn.Linear  # absent for word="none"
         if word == "embedding":
             self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
             if word_weight is not None:

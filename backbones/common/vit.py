@@ -89,15 +89,15 @@ class QKVAttention(nn.Module):
     def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        windowed = bias is not None and bias.ndim == 5
-        windows = bias.shape[1] if windowed else 1  # type: ignore[union-attr]
+        window_bias = bias if bias is not None and bias.ndim == 5 else None  # the 5-D windowed form, else None
+        windows = window_bias.shape[1] if window_bias is not None else 1
         if b % windows:
             raise ValueError(f"batch of {b} windows is not a multiple of the bias's {windows} windows")
-        if self.attention == "sdpa" and windowed:
+        if self.attention == "sdpa" and window_bias is not None:
             # The fused kernels take 4-D inputs: fold each group's windows into the head axis
             # ([G, W·heads, N, d]) so the [G or 1, W, heads, N, N] bias applies without a per-group copy.
             fold = (b // windows, windows * self.num_heads, n, self.head_dim)
-            out = sdpa_attention(q.reshape(fold), k.reshape(fold), v.reshape(fold), bias.flatten(1, 2),  # type: ignore[union-attr]
+            out = sdpa_attention(q.reshape(fold), k.reshape(fold), v.reshape(fold), window_bias.flatten(1, 2),
                                  self.attn_drop, self.scale).view(b, self.num_heads, n, self.head_dim)
         elif self.attention == "sdpa":
             out = sdpa_attention(q, k, v, bias, self.attn_drop, self.scale)

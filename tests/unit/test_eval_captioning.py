@@ -119,9 +119,9 @@ def test_input_validation_names_offending_ids() -> None:
     with pytest.raises(TypeError, match=r"bare str for ids \['vid3'\]"):
         scorer.score(PREDICTIONS, {**refs, "vid3": "two dogs"})
     with pytest.raises(TypeError, match=r"non-str entries for ids \[7\]"):
-        scorer.score(PREDICTIONS, {**refs, 7: ["ok", None]})
+        scorer.score(PREDICTIONS, {**refs, 7: ["ok", None]})  # type: ignore[list-item]  # the wrong type is the test
     with pytest.raises(TypeError, match=r"not str for ids \['vid1'\]"):
-        scorer.score({**PREDICTIONS, "vid1": ["a", "list"]}, refs)
+        scorer.score({**PREDICTIONS, "vid1": ["a", "list"]}, refs)  # type: ignore[dict-item]  # the wrong type is the test
     with pytest.raises(ValueError, match="no predictions"):
         scorer.score({}, {})
     with pytest.raises(ValueError, match="tokenize"):
@@ -158,7 +158,7 @@ def test_postprocess_ids_with_callable() -> None:
     with pytest.raises(TypeError, match="id_to_token"):
         postprocess([5, 6])
     with pytest.raises(TypeError, match="all ints"):
-        postprocess([5, "bread"], vocab.__getitem__)
+        postprocess([5, "bread"], vocab.__getitem__)  # type: ignore[arg-type]  # the mixed list is the test
 
 
 def test_postprocess_cuts_golden_beam_at_pad() -> None:

@@ -12,6 +12,7 @@ from evaluation import retrieval
 from evaluation.retrieval import (
     format_metrics,
     ranks,
+    Ties,
     retrieval_metrics,
     retrieval_metrics_multi,
     text_to_video,
@@ -20,7 +21,7 @@ from evaluation.retrieval import (
 )
 
 GOLDEN = Path(__file__).resolve().parents[2].parent / "shared/fixtures/univl/golden.pt"
-MODES = ("official", "optimistic", "pessimistic")
+MODES: tuple[Ties, ...] = ("official", "optimistic", "pessimistic")
 
 
 # ---------------------------------------------------------------- brute-force reference (plain loops)
@@ -118,7 +119,7 @@ def test_golden_literal_values(golden: dict) -> None:
 # ---------------------------------------------------------------- brute force, with and without ties
 @pytest.mark.parametrize("ties", MODES)
 @pytest.mark.parametrize("n", [1, 2, 7, 23])
-def test_square_matches_brute_force(ties: str, n: int) -> None:
+def test_square_matches_brute_force(ties: Ties, n: int) -> None:
     rng = np.random.default_rng(n)
     for sim in (rng.standard_normal((n, n)).astype(np.float32), _tied_matrix(rng, n, n)):
         want = bf_square(sim, ties, ks=(1, 3, 5, 10))
@@ -178,7 +179,7 @@ def test_infinite_scores_are_ordinary_values() -> None:
 
 # ---------------------------------------------------------------- several captions per video
 @pytest.mark.parametrize("ties", MODES)
-def test_multi_matches_brute_force(ties: str) -> None:
+def test_multi_matches_brute_force(ties: Ties) -> None:
     rng = np.random.default_rng(3)
     n_video = 6
     idx = [0, 0, 1, 2, 2, 2, 3, 4, 5, 5, 1, 3]  # 1 to 3 texts per video, not grouped
@@ -188,7 +189,7 @@ def test_multi_matches_brute_force(ties: str) -> None:
 
 
 @pytest.mark.parametrize("ties", MODES)
-def test_multi_with_one_text_per_video_equals_square(ties: str) -> None:
+def test_multi_with_one_text_per_video_equals_square(ties: Ties) -> None:
     rng = np.random.default_rng(4)
     sim = _tied_matrix(rng, 10, 10)
     got = retrieval_metrics_multi(sim, list(range(10)), ties=ties)
