@@ -52,9 +52,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["MOSI_METRICS", "format_mosi", "mosi_metrics"]
 
@@ -73,10 +73,11 @@ MOSI_METRICS: tuple[str, ...] = (
 )
 
 
-def _as_vector(x: Any, name: str) -> np.ndarray:
+def _as_vector(x: npt.ArrayLike, name: str) -> np.ndarray:
     """Return ``x`` (numpy array, torch tensor or sequence) as a finite 1-D float64 array.
 
-    torch is duck-typed (``detach``/``cpu``) so that importing this module needs numpy only.
+    torch is duck-typed (``detach``/``cpu``) so that importing this module needs numpy only; a tensor is
+    ``ArrayLike`` to a type checker through its ``__array__``.
     """
     if hasattr(x, "detach") and hasattr(x, "cpu"):
         t = x.detach().cpu()
@@ -142,7 +143,7 @@ def _weighted_f1(pb: np.ndarray, tb: np.ndarray) -> float:
     return float(np.average(f1, weights=support))
 
 
-def mosi_metrics(pred: Any, label: Any) -> dict[str, float]:
+def mosi_metrics(pred: npt.ArrayLike, label: npt.ArrayLike) -> dict[str, float]:
     """MOSI regression metrics over a whole split, as MMSA computes them (module docstring).
 
     ``BA`` and ``F1`` are the "positive vs negative" (non-zero) variants, i.e. MELTR Table 6's BA / F1.

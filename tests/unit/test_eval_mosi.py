@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 import torch
 from scipy.stats import pearsonr
@@ -305,7 +306,7 @@ def test_weighted_f1_with_an_absent_class_matches_sklearn(p: list[float], t: lis
         (torch.tensor([0.0, float("nan")]), torch.zeros(2), ValueError, r"pred has 1 non-finite"),
     ],
 )
-def test_invalid_inputs_raise_naming_the_problem(p: object, t: object, exc: type[Exception], match: str) -> None:
+def test_invalid_inputs_raise_naming_the_problem(p: npt.ArrayLike, t: npt.ArrayLike, exc: type[Exception], match: str) -> None:
     with pytest.raises(exc, match=match):
         mosi_metrics(p, t)
 
