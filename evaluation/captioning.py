@@ -21,12 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 __all__ = ["CAPTION_METRICS", "CaptionScorer", "postprocess"]
 
 CAPTION_METRICS: tuple[str, ...] = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 _SHOW_IDS = 10  # how many offending ids an error message lists
+# A caption id: any hashable, one type per call (Mapping is invariant in its key, so dict[str, str] is not a
+# Mapping[Hashable, str]; a type variable accepts it).
+_Id = TypeVar("_Id", bound=Hashable)
 
 
 def _ids(ids: Sequence[Hashable] | set[Hashable]) -> str:
@@ -121,8 +124,8 @@ class CaptionScorer:
     # -- scoring -------------------------------------------------------------------------------------
     def score(
         self,
-        predictions: Mapping[Hashable, str],
-        references: Mapping[Hashable, Sequence[str]],
+        predictions: Mapping[_Id, str],
+        references: Mapping[_Id, Sequence[str]],
         single_reference: bool = False,
     ) -> dict[str, float]:
         """Corpus-level caption metrics.
@@ -163,7 +166,7 @@ class CaptionScorer:
         return out
 
     @staticmethod
-    def _validate(predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]]) -> None:
+    def _validate(predictions: Mapping[_Id, str], references: Mapping[_Id, Sequence[str]]) -> None:
         if not predictions:
             raise ValueError("no predictions to score")
         missing = [i for i in predictions if i not in references]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -20,13 +19,13 @@ GOLDEN = Path(__file__).resolve().parents[2].parent / "shared/fixtures/univl/gol
 
 # Mixed case and punctuation so that PTB tokenisation matters; hypotheses are closest to the *second*
 # reference, so scoring against the first only must lower the overlap metrics.
-PREDICTIONS: dict[Any, str] = {
+PREDICTIONS: dict[str | int, str] = {  # ids of two types: any hashable id works
     "vid1": "A man is slicing a tomato.",
     "vid2": "a woman pours milk into a bowl",
     "vid3": "two dogs play in the grass!",
     7: "someone is riding a bike down the road",
 }
-REFERENCES: dict[Any, list[str]] = {
+REFERENCES: dict[str | int, list[str]] = {
     "vid1": ["A person cuts vegetables in a kitchen.", "a man is slicing a red tomato", "chef chopping food"],
     "vid2": ["milk being poured", "a woman pours some milk into a bowl"],
     "vid3": ["animals outside", "two dogs are playing in the grass", "dogs running around"],
