@@ -35,8 +35,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmarks.common import median_ms
-from data.allinone_msrvtt import AllInOneDataConfig, build_msrvtt, collate, sample_frame_indices
-from data.synthetic_video import write_allinone_msrvtt
+from data import collate
+from data.allinone.msrvtt import AllInOneDataConfig, build_msrvtt, sample_frame_indices
+from data.synthetic.allinone import write_allinone_msrvtt
 from data.video import read_sampled_frames, video_info
 
 BACKENDS = ("decord", "av")

@@ -27,8 +27,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmarks.common import median_ms
-from data.common import collate
-from data.synthetic_violet import write_violet_msrvtt
+from data import collate
+from data.synthetic.violet import write_violet_msrvtt
 from data.text import load_tokenizer
 from data.violet import VioletDataConfig, build_violet_data, decode_frame, load_violet_sources
 from scripts.recipes.common import tokenizer_folder

@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import bisect
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 
 from data.errors import DataFormatError, MissingDataFileError
+from meltr.checkpoint import atomic_write
 
 __all__ = ["Backend", "VideoDecodeError", "VideoInfo", "video_info", "read_frames", "read_sampled_frames",
            "write_video"]
@@ -374,7 +374,7 @@ def read_frames(path: str | os.PathLike[str], indices: Sequence[int], backend: B
 
 
 def write_video(path: str | os.PathLike[str], frames: np.ndarray, fps: float = 25.0) -> None:
-    """Write an H.264 (libx264, yuv420p) mp4 with PyAV, atomically (temp file + ``os.replace``).
+    """Write an H.264 (libx264, yuv420p) mp4 with PyAV, atomically (:func:`meltr.checkpoint.atomic_write`).
 
     Args:
         path: Output file; its folder is created if needed.
@@ -394,20 +394,13 @@ def write_video(path: str | os.PathLike[str], frames: np.ndarray, fps: float = 2
         raise ValueError(f"fps must be > 0, got {fps}")
     import av
 
-    target = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(target))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=folder)
-    os.close(fd)
-    try:
-        with av.open(tmp, mode="w", format="mp4") as container:
+
+    def encode(f: BinaryIO) -> None:
+        with av.open(f, mode="w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             for frame in frames:
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
             container.mux(stream.encode(None))  # flush the encoder's delayed (B-)frames
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    atomic_write(path, encode)

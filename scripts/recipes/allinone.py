@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from backbones.common.attention import AttentionImpl, set_attention
 from backbones.allinone import AllInOne, AllInOneConfig, load_official
-from data.allinone_msrvtt import AllInOneDataConfig, AllInOneMSRVTT, build_msrvtt
+from data.allinone import AllInOneDataConfig, AllInOneMSRVTT, build_msrvtt
 from data.text import load_tokenizer
 from evaluation.multiview import multiview_retrieval
 from meltr import TrainerConfig

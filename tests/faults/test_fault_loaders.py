@@ -29,9 +29,10 @@ from backbones.univl.convert import LAYOUTS as UNIVL_LAYOUTS
 from backbones.violet import pretrained as violet
 from backbones.violet.convert import LAYOUTS as VIOLET_LAYOUTS
 from backbones.violet.convert import SWIN_LAYOUT
-from data.common import load_features, read_csv_rows, read_json
 from data.errors import DataFormatError
+from data.files import read_csv_rows, read_json
 from data.safe_pickle import load_pickle
+from data.univl.dataset import load_features
 from meltr.loss_transformer import LossTransformer, LossTransformerConfig, load_official_meltr
 
 SLOW = os.environ.get("MELTR_SLOW_TESTS") == "1"
@@ -152,9 +153,9 @@ def test_non_finite_features_are_refused_naming_file_video_and_row(tmp_path: Pat
 
 
 def test_nan_in_youcook2_and_msrvtt_features_is_refused_at_construction(tmp_path: Path) -> None:
-    from data.msrvtt import MSRVTT
-    from data.synthetic import write_msrvtt, write_youcook2
-    from data.youcook2 import YouCook2
+    from data.synthetic.univl import write_msrvtt, write_youcook2
+    from data.univl.msrvtt import MSRVTT
+    from data.univl.youcook2 import YouCook2
 
     tok = lambda text: [5 + len(w) % 7 for w in text.split()]  # noqa: E731 - ids only, the text is not the point
     yc = write_youcook2(tmp_path / "yc", n_videos=4, seed=0, feature_dim=8)
@@ -184,7 +185,7 @@ def test_nan_in_youcook2_and_msrvtt_features_is_refused_at_construction(tmp_path
 
 def test_mosi_keeps_mmsa_zeroing_and_names_the_file_and_segments(tmp_path: Path, caplog: pytest.LogCaptureFixture
                                                                    ) -> None:
-    from data.mosi import read_univl
+    from data.univl.mosi import read_univl
 
     feats = {"s1": np.ones((3, 4), np.float32), "s2": np.ones((3, 4), np.float32)}
     feats["s2"][1, 1] = np.nan
@@ -214,8 +215,8 @@ def test_binary_csv_names_the_file_and_the_byte_offset(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("reader", ["json", "allinone_split_list", "tgif_tsv", "youtube_mapping"])
 def test_binary_text_files_name_the_file_and_the_byte_offset(tmp_path: Path, reader: str) -> None:
-    from data.allinone_msrvtt import read_id_list
-    from data.qa_convert import read_tgif_tsv, read_youtube_mapping
+    from data.allinone.msrvtt import read_id_list
+    from data.violet.qa_convert import read_tgif_tsv, read_youtube_mapping
 
     call = {"json": read_json, "allinone_split_list": read_id_list,
             "tgif_tsv": lambda p: read_tgif_tsv(p, ("question",)), "youtube_mapping": read_youtube_mapping}[reader]

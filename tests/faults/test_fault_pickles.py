@@ -54,13 +54,14 @@ def _payloads(marker: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- the pickle readers
 def _pickle_readers(tmp: Path) -> dict[str, Callable[[Path], Any]]:
     """Every data entry point that reads a pickle, as ``read(path_of_the_hostile_pickle)``."""
-    from data import mosi, violet
-    from data.allinone_msrvtt import load_caption_index
-    from data.common import load_features
-    from data.msrvtt import MSRVTT
+    from data import violet
+    from data.allinone.msrvtt import load_caption_index
     from data.safe_pickle import load_pickle, loads_pickle
-    from data.synthetic import write_msrvtt, write_youcook2
-    from data.youcook2 import YouCook2
+    from data.synthetic.univl import write_msrvtt, write_youcook2
+    from data.univl import mosi
+    from data.univl.dataset import load_features
+    from data.univl.msrvtt import MSRVTT
+    from data.univl.youcook2 import YouCook2
 
     tok = lambda text: [5 + len(w) % 7 for w in text.split()]  # noqa: E731
     yc = write_youcook2(tmp / "yc", n_videos=4, seed=0, feature_dim=8)
@@ -237,7 +238,7 @@ def test_allocation_limit_is_configurable_and_real_arrays_pass(tmp_path: Path) -
 
 # -------------------------------------------------------------------------------- truncated feature pickle
 def test_feature_pickle_cut_anywhere_raises_data_format_error_naming_it(tmp_path: Path) -> None:
-    from data.common import load_features
+    from data.univl.dataset import load_features
 
     feats = {f"video{i}": np.random.default_rng(i).standard_normal((6, 8)).astype(np.float32) for i in range(4)}
     held = tried = 0

@@ -1,4 +1,4 @@
-"""data.allinone_msrvtt on synthetic raw-video MSR-VTT (data.synthetic_video): splits, sample contract,
+"""data.allinone.msrvtt on synthetic raw-video MSR-VTT (data.synthetic.allinone): splits, sample contract,
 frames equal to an independent re-computation of the official pipeline, reproducibility, retrieval views,
 bad files; and evaluation.multiview against the golden fixture and a hand-computed case."""
 
@@ -16,10 +16,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from data.allinone_msrvtt import (SAMPLE_KEYS, AllInOneDataConfig, build_msrvtt, collate)
+from data import collate
+from data.allinone import SAMPLE_KEYS, AllInOneDataConfig, build_msrvtt
 from data.errors import DataFormatError, MissingDataFileError, UnsafePickleError
 from data.safe_pickle import load_pickle
-from data.synthetic_video import write_allinone_msrvtt
+from data.synthetic.allinone import write_allinone_msrvtt
 from data.video import VideoDecodeError, read_frames, video_info, write_video
 from evaluation.multiview import (allinone_metrics, average_similarities, cosine_similarity, multiview_retrieval,
                                   multiview_similarity)

@@ -1,4 +1,4 @@
-"""data.mosi on data.synthetic's MOSI files in the three public layouts: round trip, contract, corrupted copies."""
+"""data.univl.mosi on data.synthetic's MOSI files in the three public layouts: round trip, contract, corrupted copies."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import pytest
 import torch
 
 from data import DataFormatError, UnsafePickleError, collate
-from data.mosi import MOSI_SAMPLE_KEYS, STANDARD_FOLDS, MosiDataset, MosiRecord, load_mosi, read_mmsa
 from data.safe_pickle import load_pickle
-from data.synthetic import mosi_corpus, write_mosi
+from data.synthetic.univl import mosi_corpus, write_mosi
 from data.text import TextEncoder
+from data.univl.mosi import MOSI_SAMPLE_KEYS, STANDARD_FOLDS, MosiDataset, MosiRecord, load_mosi, read_mmsa
 
 ROOT = Path(__file__).resolve().parents[2]
 FORMATS = ("mmsa", "univl", "csd")

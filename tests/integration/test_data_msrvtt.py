@@ -1,4 +1,4 @@
-"""data.msrvtt on synthetic files in the official layout: the five splits, text sources, contract, bad files."""
+"""data.univl.msrvtt on synthetic files in the official layout: the five splits, text sources, contract, bad files."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from data import SAMPLE_KEYS, MSRVTT, DataFormatError, MissingDataFileError, collate
+from data import DataFormatError, MissingDataFileError, collate
 from data.safe_pickle import load_pickle
-from data.synthetic import write_msrvtt
+from data.synthetic.univl import write_msrvtt
 from data.text import TextEncoder
+from data.univl import MSRVTT, SAMPLE_KEYS
 
 L, F = 20, 16
 

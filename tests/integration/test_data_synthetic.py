@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from data.safe_pickle import load_pickle
-from data.synthetic import main, write_msrvtt
+from data.synthetic import main
+from data.synthetic.univl import write_msrvtt
 from data.text import TextEncoder, load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,14 +11,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from data.common import collate
-from data.extract_frames import extract_folder, main as extract_main, sample_indices
-from data.qa_convert import convert_msvd, convert_tgif, write_json
+from data import collate
 from data.safe_pickle import load_pickle
-from data.synthetic_violet import TGIF_JSON, write_msvd, write_msvd_raw, write_tgif, write_tgif_raw, write_violet_msrvtt
+from data.synthetic.violet import TGIF_JSON, write_msvd, write_msvd_raw, write_tgif, write_tgif_raw, write_violet_msrvtt
 from data.video import write_video
 from data.violet import (RetrievalTest, RetrievalTrain, VioletDataConfig, build_violet_data, decode_video,
                          load_violet_sources, read_qa_json)
+from data.violet.extract_frames import extract_folder, sample_indices
+from data.violet.extract_frames import main as extract_main
+from data.violet.qa_convert import convert_msvd, convert_tgif, write_json
 from evaluation.retrieval import retrieval_metrics_multi
 
 SIZE = 64  # size_img of these tests: a 2x2 patch / VQ grid

@@ -1,4 +1,4 @@
-"""data.youcook2 on synthetic files in the official layout: contract, clip slicing, text sources, bad files."""
+"""data.univl.youcook2 on synthetic files in the official layout: contract, clip slicing, text sources, bad files."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from data import SAMPLE_KEYS, DataFormatError, MissingDataFileError, UnsafePickleError, YouCook2, collate
+from data import DataFormatError, MissingDataFileError, UnsafePickleError, collate
 from data.safe_pickle import load_pickle
-from data.synthetic import write_youcook2
+from data.synthetic.univl import write_youcook2
 from data.text import TextEncoder
+from data.univl import SAMPLE_KEYS, YouCook2
 
 L, F = 24, 12
 FLOAT_KEYS = {"video", "masked_video"}

@@ -1,4 +1,4 @@
-"""data.mosi on small hand-made files: csd segmentation by hand, folds, each reader's errors, the dataset contract."""
+"""data.univl.mosi on small hand-made files: csd segmentation by hand, folds, each reader's errors, the dataset contract."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from data import SAMPLE_KEYS, DataFormatError, MissingDataFileError, UnsafePickleError, collate
-from data.mosi import (MOSI_SAMPLE_KEYS, STANDARD_FOLDS, MosiDataset, MosiRecord, load_mosi, read_csd, read_mmsa,
-                       read_univl)
+from data import DataFormatError, MissingDataFileError, UnsafePickleError, collate
+from data.univl import SAMPLE_KEYS
+from data.univl.mosi import (MOSI_SAMPLE_KEYS, STANDARD_FOLDS, MosiDataset, MosiRecord, load_mosi, read_csd, read_mmsa,
+                             read_univl)
 
 VID = "03bSnISJMiM"  # a train video of the standard folds
 WORDS, VISUAL, LABELS = "CMU_MOSI_TimestampedWords.csd", "CMU_MOSI_Visual_Facet_42.csd", "CMU_MOSI_Opinion_Labels.csd"

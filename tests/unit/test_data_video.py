@@ -1,5 +1,5 @@
 """data.video (decord and PyAV agree frame for frame, errors name the file) and the All-in-one frame pipeline
-of data.allinone_msrvtt (sampling formulas, resize/crop/normalise, HF-style MLM masking)."""
+of data.allinone.msrvtt (sampling formulas, resize/crop/normalise, HF-style MLM masking)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ import torch
 from PIL import Image
 
 import data.video as video
-from data.allinone_msrvtt import (IMAGENET_MEAN, IMAGENET_STD, mask_tokens_hf, resize_crop_normalize,
+from data.allinone.msrvtt import (IMAGENET_MEAN, IMAGENET_STD, mask_tokens_hf, resize_crop_normalize,
                                   sample_frame_indices, segment_edges)
 from data.errors import MissingDataFileError
 from data.text import SpecialIds, TextEncoder
 from data.video import VideoDecodeError, read_frames, read_sampled_frames, video_info, write_video
+
 
 def _barcode_frames(n: int, bits: int = 8) -> np.ndarray:
     """uint8 [n, 16, 8·bits, 3]: frame t shows t in binary (stripe b white when bit b is set), robust to H.264."""

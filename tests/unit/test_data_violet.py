@@ -1,4 +1,4 @@
-"""data/violet.py: frame preprocessing, VQ layout, text, MC prompts, json/pickle checks (reference/violet.md §4)."""
+"""data/violet/datasets.py: frame preprocessing, VQ layout, text, MC prompts, json/pickle checks (reference/violet.md §4)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 
 from data.errors import DataFormatError, MissingDataFileError, UnsafePickleError
-from data.extract_frames import sample_indices
 from data.violet import (QAMultipleChoice, QAOpenEnded, RetrievalTest, VioletDataConfig, build_violet_data,
                          decode_frame, decode_video, load_violet_sources, mc_texts, pad_to_square, read_qa_json,
                          read_retrieval_json, vq_layout)
+from data.violet.extract_frames import sample_indices
 
 GOLDEN = Path(__file__).resolve().parents[2].parent / "shared/fixtures/violet/golden.pt"
 

@@ -1,4 +1,4 @@
-"""data/qa_convert.py on synthetic official TGIF-QA / MSVD-QA files: vocabulary, OOV handling, counts, errors."""
+"""data/violet/qa_convert.py on synthetic official TGIF-QA / MSVD-QA files: vocabulary, OOV handling, counts, errors."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from data.errors import DataFormatError
-from data.qa_convert import build_vocab, convert_msvd, convert_tgif, main
-from data.synthetic_violet import write_msvd_raw, write_tgif_raw
+from data.synthetic.violet import write_msvd_raw, write_tgif_raw
+from data.violet.qa_convert import build_vocab, convert_msvd, convert_tgif, main
 
 
 def _tsv_rows(path: Path) -> list[list[str]]:

@@ -16,7 +16,7 @@ ratios per video: landscape, portrait, square, and odd side differences (the one
 VQ arrays are int16 ``[n_frames, vq_grid, vq_grid]``; pass ``vq_grid = size_img // 32`` of the config you read
 them with (7 at 224 px).
 
-Raw official annotations, for :mod:`data.qa_convert`:
+Raw official annotations, for :mod:`data.violet.qa_convert`:
 
 * :func:`write_tgif_raw`: ``Train_<task>_question.csv`` and ``Test_<task>_question.csv``, tab-separated with CRLF
   line ends and a header, one question holding quote characters (the official files do).
@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
-import pickle
 import string
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,7 +40,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from data.synthetic import sentence
+from data.synthetic.base import dump_pickle, sentence, write_json, write_text
 
 __all__ = ["write_violet_msrvtt", "write_tgif", "write_msvd", "write_tgif_raw", "write_msvd_raw", "TGIF_JSON"]
 
@@ -58,15 +56,6 @@ _PEOPLE = ["the man", "the woman", "the girl", "the boy", "the cat", "the dog", 
 _ANSWERS = ["man", "two", "white", "black", "dog", "cat", "woman", "car", "three", "red", "room", "table", "blue",
             "girl", "ball", "street", "one", "green", "water", "bed", "hat", "horse", "stage", "piano"]
 _TEST_ONLY = ["zebra", "violin", "kayak"]
-
-
-def _dump(obj: Any, path: Path) -> None:
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=4)  # the protocol of the measured official pickles
-
-
-def _write_json(obj: Any, path: Path) -> None:
-    path.write_text(json.dumps(obj), encoding="utf-8")
 
 
 def _frame_size(rng: np.random.Generator, image_size: int, i: int) -> tuple[int, int]:
@@ -110,8 +99,8 @@ def _start(out_dir: str | os.PathLike[str], name: str, seed: int, n_videos: int,
         img[vid] = [_jpeg_b64(rng, width, height) for _ in range(n_frames)]
         vq[vid] = rng.integers(0, vq_vocab, (n_frames, vq_grid, vq_grid)).astype(np.int16)
     paths = {"img": out / f"img_{name}.pkl", "vq": out / f"{name}_vq.pkl"}
-    _dump(img, paths["img"])
-    _dump(vq, paths["vq"])
+    dump_pickle(img, paths["img"])
+    dump_pickle(vq, paths["vq"])
     return out, rng, video_ids, paths
 
 
@@ -212,10 +201,10 @@ def write_violet_msrvtt(out_dir: str | os.PathLike[str], *, n_videos: int = 8, s
              "test": {"sentences": test}}
     for role, obj in files.items():
         paths[role] = out / f"{role}.json"
-        _write_json(obj, paths[role])
+        write_json(obj, paths[role])
     as_official = [{"video": s["video_id"], "caption": s["caption"]} for s in test]
     paths["official"] = out / "txt_msrvtt-retrieval.json"
-    _write_json({"train": [{"video": s["video_id"], "caption": s["caption"]} for s in train], "val": as_official,
+    write_json({"train": [{"video": s["video_id"], "caption": s["caption"]} for s in train], "val": as_official,
                  "test": as_official}, paths["official"])
     return paths
 
@@ -242,7 +231,7 @@ def write_tgif(out_dir: str | os.PathLike[str], *, task: TgifTask = "action", n_
     if task == "frameqa":
         data["vocab"] = vocab
     paths["json"] = out / TGIF_JSON[task]
-    _write_json(data, paths["json"])
+    write_json(data, paths["json"])
     return paths
 
 
@@ -268,14 +257,14 @@ def write_msvd(out_dir: str | os.PathLike[str], *, n_videos: int = 8, seed: int 
     data = _qa_lists(rng, ids, "frameqa", vocab, questions_per_video)
     data["vocab"] = vocab
     paths["json"] = out / "txt_msvd-qa.json"
-    _write_json(data, paths["json"])
+    write_json(data, paths["json"])
     return paths
 
 
 def _write_tsv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Tab-separated, CRLF line ends, no quoting: the layout of the official TGIF-QA "csv" files."""
     lines = ["\t".join(header)] + ["\t".join(str(v) for v in row) for row in rows]
-    path.write_bytes(("\r\n".join(lines) + "\r\n").encode("utf-8"))
+    write_text(path, "\r\n".join(lines) + "\r\n")
 
 
 def write_tgif_raw(out_dir: str | os.PathLike[str], *, task: TgifTask = "frameqa", n_train: int = 60,
@@ -330,7 +319,7 @@ def write_msvd_raw(out_dir: str | os.PathLike[str], *, n_videos: int = 12, n_tra
     rng = np.random.default_rng(seed)
     clips = [_clip_name(rng) for _ in range(n_videos)]
     paths = {"mapping": out / "youtube_mapping.txt"}
-    paths["mapping"].write_text("".join(f"{c} vid{i + 1}\n" for i, c in enumerate(clips)), encoding="utf-8")
+    write_text(paths["mapping"], "".join(f"{c} vid{i + 1}\n" for i, c in enumerate(clips)))
     n_tr = max(1, n_videos * 60 // 100)
     n_va = max(1, n_videos * 15 // 100)
     ranges = {"train": (1, n_tr), "val": (n_tr + 1, n_tr + n_va), "test": (n_tr + n_va + 1, n_videos)}
@@ -343,5 +332,5 @@ def write_msvd_raw(out_dir: str | os.PathLike[str], *, n_videos: int = 12, n_tra
                             "question": _question(rng, "frameqa"), "video_id": int(rng.integers(lo, hi + 1))})
             qid += 1
         paths[split] = out / f"{split}_qa.json"
-        _write_json(records, paths[split])
+        write_json(records, paths[split])
     return paths

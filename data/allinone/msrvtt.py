@@ -29,7 +29,7 @@ Per sample (official behaviour → here):
   ``int(1.2 · image_size)`` (268), then one crop of ``image_size`` for all frames (random in train, centred at
   ``round((268 - 224) / 2)`` in test), ``/255``, ImageNet mean/std.
 
-Randomness comes from per-sample generators seeded with :func:`data.common.sample_seed` (seed, epoch, index)
+Randomness comes from per-sample generators seeded with :func:`data.batch.sample_seed` (seed, epoch, index)
 instead of the global RNG, so a sample is the same whatever the worker layout, and a resumed run sees the
 same data. Retrieval views (§5, ``compute_ind_irtr_recall``): :meth:`AllInOneMSRVTT.with_view` gives the test
 set sampled in random mode with a per-view seed, or in uniform mode (``view=None``).
@@ -55,14 +55,15 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from data.common import collate, read_json, read_text, sample_seed
+from data.batch import sample_seed
 from data.errors import DataFormatError, MissingDataFileError
+from data.files import read_json, read_text
 from data.masking import IGNORE_INDEX, mask_tokens
 from data.safe_pickle import load_pickle
 from data.text import PieceFn, SpecialIds, TextEncoder, TextTokenizer
 from data.video import Backend, VideoDecodeError, read_sampled_frames
 
-__all__ = ["AllInOneDataConfig", "AllInOneMSRVTT", "build_msrvtt", "collate", "SAMPLE_KEYS", "FILES",
+__all__ = ["AllInOneDataConfig", "AllInOneMSRVTT", "build_msrvtt", "SAMPLE_KEYS", "FILES",
            "IMAGENET_MEAN", "IMAGENET_STD", "MLM_IGNORE", "segment_edges", "sample_frame_indices",
            "resize_crop_normalize", "mask_tokens_hf", "load_captions", "read_id_list", "load_caption_index"]
 

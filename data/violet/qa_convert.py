@@ -2,8 +2,8 @@
 
 Usage::
 
-    python -m data.qa_convert tgif --task action|transition|frameqa --src DIR --out txt_tgif-action.json
-    python -m data.qa_convert msvd --src DIR --out txt_msvd-qa.json [--video-key clip|vid]
+    python -m data.violet.qa_convert tgif --task action|transition|frameqa --src DIR --out txt_tgif-action.json
+    python -m data.violet.qa_convert msvd --src DIR --out txt_msvd-qa.json [--video-key clip|vid]
 
 VIOLET released no converter (pytorch_violet issue #3); its sample files fix the target format
 (reference/datasets.md §4.2, §5.2). Inputs:
@@ -47,8 +47,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from data.common import read_text
 from data.errors import DataFormatError, MissingDataFileError
+from data.files import read_text
+from meltr.checkpoint import atomic_write
 
 __all__ = ["TGIF_TASKS", "TGIF_VOCAB", "MSVD_VOCAB", "SplitCounts", "ConvertReport", "build_vocab",
            "convert_tgif", "convert_msvd", "read_tgif_tsv", "read_youtube_mapping", "write_json", "main"]
@@ -302,13 +303,8 @@ def convert_msvd(src: str | os.PathLike[str], *, top_k: int = MSVD_VOCAB, vocab_
 
 
 def write_json(obj: Any, out: str | os.PathLike[str]) -> None:
-    """Write ``obj`` as json through a temporary file in the same folder and ``os.replace``."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f)
-    os.replace(tmp, out)
+    """Write ``obj`` as compact json, atomically (:func:`meltr.checkpoint.atomic_write`)."""
+    atomic_write(out, lambda f: f.write(json.dumps(obj).encode("utf-8")))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,14 +1,4 @@
-"""Tiny YouCook2 / MSR-VTT datasets written in the official file formats, for tests and the demo.
-
-Usage::
-
-    python -m data.synthetic youcook2 --out DIR [--videos N] [--seed S] [--feature-dim D]
-    python -m data.synthetic msrvtt   --out DIR [--videos N] [--seed S] [--feature-dim D]
-    python -m data.synthetic mosi     --out DIR --format mmsa|univl|csd [--videos N] [--seed S] [--feature-dim D]
-    python -m data.synthetic allinone-msrvtt --out DIR [--videos N] [--seed S]   (real mp4 files, see data/synthetic_video.py)
-    python -m data.synthetic violet-msrvtt|msvd --out DIR [--videos N] [--seed S] [--image-size P]
-    python -m data.synthetic tgif --task action|transition|frameqa --out DIR [--videos N] [--seed S] [--image-size P]
-      (VIOLET's frame and DALL-E code pickles and json files, see data/synthetic_violet.py)
+"""Tiny UniVL datasets (YouCook2, MSR-VTT, CMU-MOSI) written in the official file formats, for tests and the demo.
 
 What is written (same names, layouts and container types as UniVL's ``youcookii.zip`` / ``msrvtt.zip``):
 
@@ -22,7 +12,7 @@ What is written (same names, layouts and container types as UniVL's ``youcookii.
   video" and "its first caption" are non-trivial.
 
 Split sizes are scaled down with the official proportions and written to ``synthetic_info.json``; pass
-them to :class:`data.msrvtt.MSRVTT` (``n_train_videos``/``n_test_videos``): of N videos, the test tail is
+them to :class:`data.univl.msrvtt.MSRVTT` (``n_train_videos``/``n_test_videos``): of N videos, the test tail is
 ``round(0.299·N)`` (2990/10000), the train head the rest (7010/10000), the JSFusion test ``round(0.1·N)``
 videos from the tail (1000/10000), and the 9k list every other video (9000/10000).
 
@@ -30,96 +20,31 @@ videos from the tail (1000/10000), and the 9k list every other video (9000/10000
   ``aligned_50.pkl`` and ``unaligned_50.pkl``; ``univl`` writes ``mosi_videos_features.pickle`` and
   ``mosi_data.csv``; ``csd`` writes ``CMU_MOSI_TimestampedWords.csd``, ``CMU_MOSI_Visual_Facet_42.csd`` and
   ``CMU_MOSI_Opinion_Labels.csd`` in the SDK's HDF5 layout. All three hold the same segments (texts, labels,
-  splits) of videos whose ids come from :data:`data.mosi.STANDARD_FOLDS`, so the default folds apply; the csd
+  splits) of videos whose ids come from :data:`data.univl.mosi.STANDARD_FOLDS`, so the default folds apply; the csd
   files add one video in no fold. ``synthetic_info.json`` lists the sizes per split and, per segment, the id,
   split, text, label and frame count each reader must return.
 
 Captions are real English built from a small word list, so the real BERT vocabulary tokenises them into
 ordinary word pieces. Features are random ``float32 [n_seconds, D]`` arrays of varying length. Output is a
 pure function of the arguments (same seed → byte-identical files). Pickles are written with plain
-``pickle.dump``; readers always load them through :mod:`data.safe_pickle`.
+``pickle.dump`` (:func:`data.synthetic.base.dump_pickle`); readers always load them through :mod:`data.safe_pickle`.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
 import json
 import os
-import pickle
-import string
-import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from data.mosi import STANDARD_FOLDS, UNIVL_CSV_FILE, UNIVL_FEATURES_FILE
+from data.synthetic.base import (dump_pickle, object_array, random_features, sentence, transcript, write_csv,
+                                 write_text, youtube_id)
+from data.univl.mosi import STANDARD_FOLDS, UNIVL_CSV_FILE, UNIVL_FEATURES_FILE
 
-__all__ = ["write_youcook2", "write_msrvtt", "write_mosi", "mosi_corpus", "sentence", "main"]
-
-_SUBJECTS = ["a man", "a woman", "the chef", "a girl", "a boy", "the cook", "someone", "a person"]
-_COOK_VERBS = ["is slicing", "chops", "stirs", "adds", "mixes", "pours", "fries", "boils", "cuts", "peels",
-               "is washing", "seasons"]
-_FOODS = ["tomatoes", "the onions", "some garlic", "the chicken", "rice", "the sauce", "fresh basil", "a potato",
-          "the noodles", "olive oil", "the eggs", "butter", "carrots", "the dough", "some salt"]
-_PLACES = ["in a pan", "into the bowl", "on the board", "with a knife", "in the pot", "for two minutes",
-           "until it is brown", "on the table"]
-_VTT_VERBS = ["is playing", "is talking about", "is driving", "is singing with", "is watching", "is holding",
-              "is cooking", "is showing", "is running with", "is laughing at"]
-_VTT_OBJECTS = ["a guitar", "a red car", "the news", "a small dog", "a football", "the crowd", "a video game",
-                "a cartoon", "the weather", "a black cat", "some friends", "the camera"]
-_FILLERS = ["so", "now", "okay", "and then", "next", "right"]
-
-
-def sentence(rng: np.random.Generator, kind: str = "cooking") -> str:
-    """One English caption from the word lists (``kind``: ``cooking`` or ``video``)."""
-    subject = _SUBJECTS[rng.integers(len(_SUBJECTS))]
-    if kind == "cooking":
-        words = [subject, _COOK_VERBS[rng.integers(len(_COOK_VERBS))], _FOODS[rng.integers(len(_FOODS))]]
-    else:
-        words = [subject, _VTT_VERBS[rng.integers(len(_VTT_VERBS))], _VTT_OBJECTS[rng.integers(len(_VTT_OBJECTS))]]
-    for _ in range(int(rng.integers(0, 3))):  # 0-2 trailing phrases → captions of 3 to ~14 words
-        words.append(_PLACES[rng.integers(len(_PLACES))])
-    text = " ".join(words)
-    return text + "." if rng.random() < 0.3 else text
-
-
-def _transcript(rng: np.random.Generator, kind: str) -> str:
-    """An ASR-like run-on text: fillers, lower case, no punctuation, longer than a caption."""
-    parts = []
-    for _ in range(int(rng.integers(2, 4))):
-        parts += [_FILLERS[rng.integers(len(_FILLERS))], sentence(rng, kind).rstrip(".")]
-    return " ".join(parts)
-
-
-def _youtube_id(rng: np.random.Generator) -> str:
-    alphabet = string.ascii_letters + string.digits + "-_"
-    return "".join(alphabet[i] for i in rng.integers(len(alphabet), size=11))
-
-
-def _features(rng: np.random.Generator, n_seconds: int, feature_dim: int) -> np.ndarray:
-    return rng.standard_normal((n_seconds, feature_dim)).astype(np.float32)
-
-
-def _object_array(items: Sequence[Any]) -> np.ndarray:
-    """1-D numpy object array (the official data pickle stores every segment field this way)."""
-    arr = np.empty(len(items), dtype=object)
-    arr[:] = list(items)
-    return arr
-
-
-def _dump_pickle(obj: Any, path: Path) -> None:
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=4)  # the protocol of the measured official pickles
-
-
-def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
+__all__ = ["write_youcook2", "write_msrvtt", "msrvtt_split_sizes", "write_mosi", "mosi_corpus", "mosi_split_sizes",
+           "MOSI_DEFAULT_DIMS"]
 
 
 def write_youcook2(out_dir: str | os.PathLike[str], *, n_videos: int = 6, seed: int = 0,
@@ -142,7 +67,7 @@ def write_youcook2(out_dir: str | os.PathLike[str], *, n_videos: int = 6, seed: 
     rng = np.random.default_rng(seed)
     video_ids: list[str] = []
     while len(video_ids) < n_videos + 1:  # + 1 unlisted video, like the real file's test videos
-        vid = _youtube_id(rng)
+        vid = youtube_id(rng)
         if vid not in video_ids:
             video_ids.append(vid)
     data_t: dict[str, dict[str, np.ndarray]] = {}
@@ -150,7 +75,7 @@ def write_youcook2(out_dir: str | os.PathLike[str], *, n_videos: int = 6, seed: 
     features: dict[str, np.ndarray] = {}
     for vid in video_ids:
         n_seconds = int(rng.integers(20, 60))
-        features[vid] = _features(rng, n_seconds, feature_dim)
+        features[vid] = random_features(rng, n_seconds, feature_dim)
         starts, ends, texts, transcripts = [], [], [], []
         t = float(rng.integers(0, 4))
         for _ in range(int(rng.integers(2, 5))):
@@ -162,9 +87,9 @@ def write_youcook2(out_dir: str | os.PathLike[str], *, n_videos: int = 6, seed: 
             starts.append(start)
             ends.append(end)
             texts.append(sentence(rng, "cooking"))
-            transcripts.append(_transcript(rng, "cooking"))
+            transcripts.append(transcript(rng, "cooking"))
             t = end + float(rng.integers(0, 3))
-        obj = _object_array
+        obj = object_array
         data_t[vid] = {"start": obj(starts), "end": obj(ends), "text": obj(texts), "transcript": obj(transcripts)}
         data_n[vid] = {"start": obj(starts), "end": obj(ends), "text": obj(texts),
                        "transcript": obj(["NONE"] * len(texts))}
@@ -174,12 +99,12 @@ def write_youcook2(out_dir: str | os.PathLike[str], *, n_videos: int = 6, seed: 
              "data_transcript": out / "youcookii_data.transcript.pickle",
              "data_no_transcript": out / "youcookii_data.no_transcript.pickle",
              "features": out / "youcookii_videos_features.pickle"}
-    _write_csv(paths["train_csv"], ["video_id", "feature_file"], [(v, v) for v in listed[: n_videos - n_val]])
-    _write_csv(paths["val_csv"], ["video_id", "feature_file"], [(v, v) for v in listed[n_videos - n_val:]])
+    write_csv(paths["train_csv"], ["video_id", "feature_file"], [(v, v) for v in listed[: n_videos - n_val]])
+    write_csv(paths["val_csv"], ["video_id", "feature_file"], [(v, v) for v in listed[n_videos - n_val:]])
     # The data pickle holds train + val videos only (the real one has 1,790 of the 1,905 featured videos).
-    _dump_pickle({v: data_t[v] for v in listed}, paths["data_transcript"])
-    _dump_pickle({v: data_n[v] for v in listed}, paths["data_no_transcript"])
-    _dump_pickle(features, paths["features"])
+    dump_pickle({v: data_t[v] for v in listed}, paths["data_transcript"])
+    dump_pickle({v: data_n[v] for v in listed}, paths["data_no_transcript"])
+    dump_pickle(features, paths["features"])
     return paths
 
 
@@ -220,17 +145,17 @@ def write_msrvtt(out_dir: str | os.PathLike[str], *, n_videos: int = 20, seed: i
     videos, sentences, features = [], [], {}
     for i, vid in enumerate(video_ids):
         split = "train" if i < n_train else "test"
-        videos.append({"category": int(rng.integers(20)), "url": f"https://www.youtube.com/watch?v={_youtube_id(rng)}",
+        videos.append({"category": int(rng.integers(20)), "url": f"https://www.youtube.com/watch?v={youtube_id(rng)}",
                        "video_id": vid, "start time": 0.0, "end time": 0.0, "split": split, "id": i})
         for _ in range(int(rng.integers(min_captions, max_captions + 1))):
             sentences.append({"caption": sentence(rng, "video"), "video_id": vid})
-        features[vid] = _features(rng, int(rng.integers(10, 33)), feature_dim)
+        features[vid] = random_features(rng, int(rng.integers(10, 33)), feature_dim)
     order = rng.permutation(len(sentences))
     sentences = [dict(sentences[j], sen_id=k) for k, j in enumerate(order)]
     data = {"info": {"description": "synthetic MSR-VTT in the official layout", "year": 2016},
             "videos": videos, "sentences": sentences}
     with_transcripts = dict(data, videos=[
-        dict(v, transcript=_transcript(rng, "video") if rng.random() < 0.6 else "none") for v in videos])
+        dict(v, transcript=transcript(rng, "video") if rng.random() < 0.6 else "none") for v in videos])
 
     test_tail = video_ids[n_videos - sizes["n_test_videos"]:]
     jsfusion = sorted(rng.choice(len(test_tail), size=sizes["n_jsfusion"], replace=False).tolist())
@@ -248,12 +173,12 @@ def write_msrvtt(out_dir: str | os.PathLike[str], *, n_videos: int = 20, seed: i
         "json": out / "MSRVTT_data.json", "transcript_json": out / "MSRVTT_transcript_data_v2.json",
         "train_9k_csv": out / "MSRVTT_train.9k.csv", "jsfusion_csv": out / "MSRVTT_JSFUSION_test.csv",
         "features": out / "msrvtt_videos_features.pickle", "info": out / "synthetic_info.json"}
-    paths["json"].write_text(json.dumps(data), encoding="utf-8")
-    paths["transcript_json"].write_text(json.dumps(with_transcripts), encoding="utf-8")
-    _write_csv(paths["train_9k_csv"], ["video_id"], [(v,) for v in video_ids if v not in jsfusion_ids])
-    _write_csv(paths["jsfusion_csv"], ["key", "vid_key", "video_id", "sentence"], js_rows)
-    _dump_pickle(features, paths["features"])
-    paths["info"].write_text(json.dumps(sizes, indent=1) + "\n", encoding="utf-8")
+    write_text(paths["json"], json.dumps(data))
+    write_text(paths["transcript_json"], json.dumps(with_transcripts))
+    write_csv(paths["train_9k_csv"], ["video_id"], [(v,) for v in video_ids if v not in jsfusion_ids])
+    write_csv(paths["jsfusion_csv"], ["key", "vid_key", "video_id", "sentence"], js_rows)
+    dump_pickle(features, paths["features"])
+    write_text(paths["info"], json.dumps(sizes, indent=1) + "\n")
     return {**paths, **sizes}
 
 
@@ -314,9 +239,9 @@ def mosi_corpus(n_videos: int = 6, seed: int = 0) -> list[dict[str, Any]]:
         for k in sorted(rng.choice(len(pool), size=count, replace=False).tolist()):
             videos.append({"video_id": pool[k], "split": split, "segments": []})
     folded = {vid for ids in STANDARD_FOLDS.values() for vid in ids}
-    extra = _youtube_id(rng)
+    extra = youtube_id(rng)
     while extra in folded:
-        extra = _youtube_id(rng)
+        extra = youtube_id(rng)
     videos.append({"video_id": extra, "split": None, "segments": []})
     n_seen = 0
     for video in videos:
@@ -340,10 +265,10 @@ def _mosi_mmsa(out: Path, videos: list[dict[str, Any]], rng: np.random.Generator
         n = len(segs)
         ids = [f"{vid}$_${k + 1}" for vid, k, _ in segs]  # "<video_id>$_$<clip_id>", clip ids from 1
         labels = np.array([s["label"] for _, _, s in segs], dtype=np.float32)
-        common = {"raw_text": _object_array([s["text"] for _, _, s in segs]), "id": _object_array(ids),
+        common = {"raw_text": object_array([s["text"] for _, _, s in segs]), "id": object_array(ids),
                   "regression_labels": labels,
                   "classification_labels": np.digitize(labels, [-1e-9, 1e-9]).astype(np.float32),
-                  "annotations": _object_array(["Negative" if x < 0 else "Neutral" if x == 0 else "Positive"
+                  "annotations": object_array(["Negative" if x < 0 else "Neutral" if x == 0 else "Positive"
                                                 for x in labels])}
         vision = rng.standard_normal((n, 50, dim)).astype(np.float32)
         audio = rng.standard_normal((n, 50, 5)).astype(np.float32)
@@ -361,8 +286,8 @@ def _mosi_mmsa(out: Path, videos: list[dict[str, Any]], rng: np.random.Generator
                                 vision_lengths=[int(x) for x in lengths], audio_lengths=[100] * n)
         for sid, length in zip(ids, lengths):
             frames[sid] = {files["aligned"].name: 50, files["unaligned"].name: int(length)}
-    _dump_pickle(aligned, files["aligned"])
-    _dump_pickle(unaligned, files["unaligned"])
+    dump_pickle(aligned, files["aligned"])
+    dump_pickle(unaligned, files["unaligned"])
     return files, frames
 
 
@@ -375,12 +300,12 @@ def _mosi_univl(out: Path, videos: list[dict[str, Any]], rng: np.random.Generato
     for video in videos:
         for k, seg in enumerate(video["segments"]):
             sid = f"{video['video_id']}_{k + 1}"  # the raw clip's name, MOSI/Raw/<video_id>/<clip_id>.mp4
-            features[sid] = _features(rng, int(rng.integers(3, 21)), dim)
+            features[sid] = random_features(rng, int(rng.integers(3, 21)), dim)
             if video["split"] is not None:  # the unlisted video's clips have features but no csv row
                 rows.append((sid, seg["text"], repr(seg["label"]), video["split"]))
                 frames[sid] = {files["features"].name: int(features[sid].shape[0])}
-    _dump_pickle(features, files["features"])
-    _write_csv(files["csv"], ["id", "text", "label", "split"], rows)
+    dump_pickle(features, files["features"])
+    write_csv(files["csv"], ["id", "text", "label", "split"], rows)
     return files, frames
 
 
@@ -434,7 +359,7 @@ def _mosi_csd(out: Path, videos: list[dict[str, Any]], rng: np.random.Generator,
             t += gap
         n_rows = -(-(t + 100) // _FACET_STEP_CS)  # visual rows cover the whole video and one more second
         starts = np.arange(n_rows) * _FACET_STEP_CS
-        feats = _features(rng, n_rows, dim)
+        feats = random_features(rng, n_rows, dim)
         if video is videos[0]:
             feats[2, 0] = np.nan  # FACET can miss a face; readers must zero it
         visual[vid] = (feats, np.stack([starts, starts + _FACET_STEP_CS], axis=1) / 100.0)
@@ -497,82 +422,5 @@ def write_mosi(out_dir: str | os.PathLike[str], *, fmt: str, n_videos: int = 6, 
     info = {"dataset": "mosi", "format": fmt, "feature_dim": dim, "n_videos": n_videos, "sizes": sizes,
             "segments": segments}
     info_path = out / "synthetic_info.json"
-    info_path.write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+    write_text(info_path, json.dumps(info, indent=1) + "\n")
     return {**files, "info": info_path, "format": fmt, "feature_dim": dim, **sizes}
-
-
-def _allinone_msrvtt(out: str, *, n_videos: int | None, seed: int, **_: Any) -> Path:
-    from data.synthetic_video import write_allinone_msrvtt  # imports PyAV only when asked for
-
-    return write_allinone_msrvtt(out, n_videos=20 if n_videos is None else n_videos, seed=seed)
-
-
-def _violet(name: str) -> Callable[..., Any]:
-    def write(out: str, *, n_videos: int | None, seed: int, image_size: int | None, task: str | None) -> Any:
-        from data import synthetic_violet as sv
-
-        kw: dict[str, Any] = {"seed": seed}
-        if n_videos is not None:
-            kw["n_videos"] = n_videos
-        if image_size is not None:
-            # DALL-E codes come on the 32-pixel grid of the frames, as the official extractor makes them
-            kw.update(image_size=image_size, vq_grid=image_size // 32)
-        if name == "tgif":
-            return sv.write_tgif(out, task=task or "action", **kw)
-        return {"violet-msrvtt": sv.write_violet_msrvtt, "msvd": sv.write_msvd}[name](out, **kw)
-
-    return write
-
-
-# Datasets of raw frames or videos (not features): name -> writer(out, n_videos=, seed=, ...) -> what was written.
-VIDEO_WRITERS: dict[str, Callable[..., Any]] = {"allinone-msrvtt": _allinone_msrvtt, "violet-msrvtt": _violet("violet-msrvtt"),
-                                                "tgif": _violet("tgif"), "msvd": _violet("msvd")}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry point (see the module docstring)."""
-    parser = argparse.ArgumentParser(prog="python -m data.synthetic", description=__doc__.split("\n\n")[0])
-    parser.add_argument("dataset", choices=["youcook2", "msrvtt", "mosi", *VIDEO_WRITERS])
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--videos", type=int, default=None, help="number of videos (youcook2: 6, msrvtt: 20, mosi: 6)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--feature-dim", type=int, default=None,
-                        help="feature width (default 1024; mosi: mmsa 20, univl 1024, csd 35)")
-    parser.add_argument("--format", choices=sorted(MOSI_DEFAULT_DIMS), default=None, help="mosi only: file layout")
-    parser.add_argument("--task", choices=["action", "transition", "frameqa"], default=None, help="tgif only: the QA task")
-    parser.add_argument("--image-size", type=int, default=None, help="VIOLET datasets: frame side in pixels (default 48)")
-    args = parser.parse_args(argv)
-    if (args.format is None) == (args.dataset == "mosi"):
-        parser.error("--format is required for mosi and only allowed for mosi")
-    dim = 1024 if args.feature_dim is None and args.dataset != "mosi" else args.feature_dim
-    if args.dataset in VIDEO_WRITERS:
-        if args.feature_dim is not None:
-            parser.error(f"--feature-dim does not apply to {args.dataset} (it writes frames, not features)")
-        if args.task is not None and args.dataset != "tgif":
-            parser.error("--task is only for tgif")
-        try:
-            written = VIDEO_WRITERS[args.dataset](args.out, n_videos=args.videos, seed=args.seed,
-                                                  image_size=args.image_size, task=args.task)
-            print(json.dumps(written, default=str, indent=1) if isinstance(written, dict) else written)
-        except ValueError as exc:
-            parser.error(str(exc))
-        return 0
-    try:
-        if args.dataset == "youcook2":
-            n = 6 if args.videos is None else args.videos
-            written: dict[str, Any] = dict(write_youcook2(args.out, n_videos=n, seed=args.seed, feature_dim=dim))
-        elif args.dataset == "msrvtt":
-            n = 20 if args.videos is None else args.videos
-            written = write_msrvtt(args.out, n_videos=n, seed=args.seed, feature_dim=dim)
-        else:
-            n = 6 if args.videos is None else args.videos
-            written = write_mosi(args.out, fmt=args.format, n_videos=n, seed=args.seed, feature_dim=dim)
-    except ValueError as exc:
-        parser.error(str(exc))
-    for key, value in written.items():
-        print(f"{key}: {value}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

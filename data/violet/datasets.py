@@ -3,7 +3,7 @@
 Facts followed (reference/violet.md §4, §5; reference/datasets.md §3.4, §4.2, §5.2):
 
 * ``img_<ds>.pkl``: dict video id → list of base64 strings, one JPEG per frame (``tools/extract_video-frame.py``,
-  our :mod:`data.extract_frames`). Every stored frame is used, so T = the list length (5 downstream).
+  our :mod:`data.violet.extract_frames`). Every stored frame is used, so T = the list length (5 downstream).
 * Frame preprocessing (official ``Dataset_Base.str2img``): decode, convert to RGB; pad with black to a square,
   ``(w - h) // 2`` rows on top and bottom when ``w > h``, else ``(h - w) // 2`` columns left and right, so an odd
   difference leaves the image **one pixel short of square**; resize to S x S with PIL bilinear (the aspect ratio
@@ -25,7 +25,7 @@ Facts followed (reference/violet.md §4, §5; reference/datasets.md §3.4, §4.2
   paper's form); ``"fork"`` = MELTR's ``question + 'Options: ' + ' '.join(options) + 'Answer: ' + option_i``,
   with no space before ``Options:`` and ``Answer:`` (words are glued, as in the fork).
 
-Per-sample dicts (stack with :func:`data.common.collate`):
+Per-sample dicts (stack with :func:`data.batch.collate`):
 
 =============  ==================  =======  ===================================================================
 key            shape               dtype    meaning
@@ -65,14 +65,15 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from data.common import collate, read_json
+from data.batch import collate
 from data.errors import DataFormatError
+from data.files import read_json
 from data.safe_pickle import load_pickle
 from data.text import PieceFn, TextEncoder, TextTokenizer
 
 __all__ = ["VioletDataConfig", "VioletSources", "load_violet_sources", "build_violet_data", "RetrievalTrain",
            "RetrievalTest", "QAOpenEnded", "QAMultipleChoice", "pad_to_square", "decode_frame", "decode_video",
-           "vq_layout", "mc_texts", "read_retrieval_json", "read_qa_json", "QAItem", "PATCH", "collate"]
+           "vq_layout", "mc_texts", "read_retrieval_json", "read_qa_json", "QAItem", "PATCH"]
 
 log = logging.getLogger(__name__)
 

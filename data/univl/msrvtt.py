@@ -22,7 +22,7 @@ Splits (``split``), as MELTR's UniVL loaders build them:
                  is its first caption; ``meta(i)["references"]`` holds all its captions for evaluation
 ===============  ============================================================================================
 
-The split sizes are parameters so that tiny synthetic data (``data/synthetic.py``) can scale them down; the
+The split sizes are parameters so that tiny synthetic data (``data/synthetic/univl.py``) can scale them down; the
 defaults are the official ones. The full splits require ``n_train_videos + n_test_videos <= len(videos)``
 so train and test never overlap (on the real json: 7010 + 2990 = 10000, i.e. the official ``[:7010]`` /
 ``[7010:]`` cut).
@@ -37,13 +37,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from data.common import SAMPLE_KEYS, ClipRecord, FeatureTextDataset, collate, load_features, read_csv_rows, read_json
 from data.errors import DataFormatError
+from data.files import read_csv_rows, read_json
 from data.text import PieceFn, SpecialIds, TextTokenizer
+from data.univl.config import UniVLDataConfig
+from data.univl.dataset import ClipRecord, FeatureTextDataset, load_features
 
-__all__ = ["MSRVTT", "SPLITS", "TEXT_SOURCES", "load_msrvtt_json", "SAMPLE_KEYS", "collate"]
+__all__ = ["MSRVTT", "SPLITS", "TEXT_SOURCES", "FILES", "load_msrvtt_json", "build"]
 
 SPLITS = ("train_7k", "train_9k", "test_jsfusion", "train_full", "test_full")
 TEXT_SOURCES = ("caption", "transcript", "empty")
@@ -140,7 +143,7 @@ class MSRVTT(FeatureTextDataset):
         DataFormatError: Bad json/csv structure, an empty caption, a video without captions (9k/test) or
             without features, features of the wrong width, or split sizes larger than the json.
 
-    Each item is a dict of :data:`data.common.SAMPLE_KEYS` tensors; metadata via :meth:`meta`:
+    Each item is a dict of :data:`data.univl.dataset.SAMPLE_KEYS` tensors; metadata via :meth:`meta`:
     ``video_id``, ``clip`` (None), ``start``/``end`` (None: whole video), ``text``, ``caption``, and
     ``references`` (all json captions of the video; the csv sentence for ``test_jsfusion``).
     """
@@ -244,3 +247,31 @@ class MSRVTT(FeatureTextDataset):
                                                                                      f"{csv_path} line {n}"),
                                       caption=sentence, start=None, end=None, clip=None, references=(sentence,)))
         return records
+
+
+#: Official file names of UniVL's ``msrvtt.zip`` besides the data json (``UniVLDataConfig.json_file``).
+FILES = {"train_9k": "MSRVTT_train.9k.csv", "jsfusion": "MSRVTT_JSFUSION_test.csv",
+         "features": "msrvtt_videos_features.pickle"}
+
+
+def build(cfg: UniVLDataConfig, tokenizer: TextTokenizer | PieceFn) -> tuple[MSRVTT, dict[str, MSRVTT]]:
+    """The training set and ``{"test": ...}`` of ``cfg.split`` under ``cfg.root``.
+
+    ``7k`` / ``9k``: retrieval, trained on ``train_7k`` / ``train_9k``, tested on ``test_jsfusion``;
+    ``full``: captioning, ``train_full`` / ``test_full`` (module docstring).
+    """
+    root = Path(cfg.root)
+    json_path, feats = root / cfg.json_file, root / FILES["features"]
+    kw = dict(text_source=cfg.text_source, n_train_videos=cfg.n_train_videos, n_test_videos=cfg.n_test_videos,
+              **cfg.reader_kwargs())
+    if cfg.split == "full":
+        train = MSRVTT(json_path, feats, tokenizer, split="train_full", **kw)
+        test = MSRVTT(json_path, feats, tokenizer, split="test_full", force_mask=False, **kw)
+        return train, {"test": test}
+    if cfg.split == "7k":
+        train = MSRVTT(json_path, feats, tokenizer, split="train_7k", **kw)
+    else:
+        train = MSRVTT(json_path, feats, tokenizer, split="train_9k", csv_path=root / FILES["train_9k"], **kw)
+    test = MSRVTT(json_path, feats, tokenizer, split="test_jsfusion", csv_path=root / FILES["jsfusion"],
+                  force_mask=False, **kw)
+    return train, {"test": test}

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m data.extract_frames --videos DIR --out img_msrvtt.pkl [--sample 5] [--ext mp4,avi,gif] [--workers 4]
+    python -m data.violet.extract_frames --videos DIR --out img_msrvtt.pkl [--sample 5] [--ext mp4,avi,gif] [--workers 4]
 
 Official behaviour followed (reference/violet.md §4, reference/datasets.md §3.4):
 
@@ -37,6 +37,7 @@ from PIL import Image
 
 from data.errors import DataFormatError
 from data.video import Backend, VideoDecodeError, read_sampled_frames
+from meltr.checkpoint import atomic_write
 
 __all__ = ["DEFAULT_EXTS", "sample_indices", "encode_frame", "extract_video", "extract_folder", "write_pickle", "main"]
 
@@ -135,13 +136,9 @@ def extract_folder(videos: str | os.PathLike[str], n_sample: int = 5, *, exts: S
 
 
 def write_pickle(obj: dict[str, list[str]], out: str | os.PathLike[str]) -> None:
-    """``pickle.dump`` (protocol 4, as the measured official pickles) through a temp file and ``os.replace``."""
-    target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(obj, f, protocol=4)
-    os.replace(tmp, target)
+    """``pickle.dump`` (protocol 4, as the measured official pickles), atomically
+    (:func:`meltr.checkpoint.atomic_write`)."""
+    atomic_write(out, lambda f: pickle.dump(obj, f, protocol=4))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,14 +28,17 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from data.common import SAMPLE_KEYS, ClipRecord, FeatureTextDataset, collate, load_features, read_csv_rows
 from data.errors import DataFormatError
+from data.files import read_csv_rows
 from data.safe_pickle import load_pickle
 from data.text import PieceFn, SpecialIds, TextTokenizer
+from data.univl.config import UniVLDataConfig
+from data.univl.dataset import ClipRecord, FeatureTextDataset, load_features
 
-__all__ = ["YouCook2", "TEXT_SOURCES", "SAMPLE_KEYS", "collate"]
+__all__ = ["YouCook2", "TEXT_SOURCES", "FILES", "build"]
 
 TEXT_SOURCES = ("caption", "transcript", "empty")
 _SEGMENT_KEYS = ("start", "end", "text")
@@ -108,7 +111,7 @@ class YouCook2(FeatureTextDataset):
         DataFormatError: A csv column, data-pickle key or video entry is missing; a caption is empty; a
             video has no features or features of the wrong width; a clip selects no frame.
 
-    Each item is a dict of :data:`data.common.SAMPLE_KEYS` tensors (see :mod:`data.common`); metadata via
+    Each item is a dict of :data:`data.univl.dataset.SAMPLE_KEYS` tensors (see :mod:`data.univl.dataset`); metadata via
     :meth:`meta`: ``video_id``, ``clip`` (segment index), ``start``, ``end``, ``text``, ``caption``,
     ``references`` (``[caption]``).
     """
@@ -144,3 +147,26 @@ class YouCook2(FeatureTextDataset):
                                           start=start, end=end, clip=i, references=(caption,)))
         features = load_features(features_path, (r["feature_file"] for r in rows), feature_dim)
         self._set_records(records, features, features_path, csv_path)
+
+
+#: Official file names of UniVL's ``youcookii.zip`` (the transcript pickle is MELTR's private one).
+FILES = {"train": "youcookii_train.csv", "val": "youcookii_val.csv",
+         "transcript": "youcookii_data.transcript.pickle", "no_transcript": "youcookii_data.no_transcript.pickle",
+         "features": "youcookii_videos_features.pickle"}
+
+
+def build(cfg: UniVLDataConfig, tokenizer: TextTokenizer | PieceFn) -> tuple[YouCook2, dict[str, YouCook2]]:
+    """The training set (``youcookii_train.csv``) and ``{"test": youcookii_val.csv}`` under ``cfg.root``.
+
+    The data pickle is the transcript one for ``text_source="transcript"``, else the public no-transcript one;
+    when only the transcript pickle exists it serves every text source (it also holds the captions).
+    """
+    root = Path(cfg.root)
+    data_file = FILES["transcript"] if cfg.text_source == "transcript" else FILES["no_transcript"]
+    if not (root / data_file).exists() and (root / FILES["transcript"]).exists():
+        data_file = FILES["transcript"]
+    files = (root / data_file, root / FILES["features"])
+    kw = cfg.reader_kwargs()
+    train = YouCook2(root / FILES["train"], *files, tokenizer, text_source=cfg.text_source, **kw)
+    test = YouCook2(root / FILES["val"], *files, tokenizer, text_source=cfg.text_source, force_mask=False, **kw)
+    return train, {"test": test}

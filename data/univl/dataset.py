@@ -1,4 +1,4 @@
-"""Plumbing shared by the UniVL feature readers (YouCook2, MSRVTT).
+"""Plumbing shared by the UniVL feature readers (YouCook2, MSRVTT, CMU-MOSI).
 
 A reader turns its annotation files into a list of :class:`ClipRecord` (one per sample: which features,
 which seconds, which encoder text, which caption) and validates everything at construction, so a bad file
@@ -30,12 +30,8 @@ depend on worker count, process rank or iteration order, and a resumed run sees 
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,14 +40,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from data.errors import DataFormatError, MissingDataFileError
+from data.batch import sample_seed
+from data.errors import DataFormatError
 from data.masking import mask_frames, mask_tokens
 from data.safe_pickle import load_pickle
 from data.text import PieceFn, SpecialIds, TextEncoder, TextTokenizer
 
-__all__ = ["SAMPLE_KEYS", "ClipRecord", "FeatureTextDataset", "collate", "read_text", "read_csv_rows", "read_json",
-           "load_features",
-           "slice_clip", "sample_seed"]
+__all__ = ["SAMPLE_KEYS", "ClipRecord", "FeatureTextDataset", "load_features", "slice_clip"]
 
 #: Keys of every per-sample dict, in the official batch-tuple order.
 SAMPLE_KEYS: tuple[str, ...] = (
@@ -72,75 +67,6 @@ class ClipRecord:
     end: float | None  # clip end in seconds (inclusive second); None = to the last frame
     clip: int | None  # segment index within the video (YouCook2), None for whole videos
     references: tuple[str, ...]  # every reference caption for captioning evaluation
-
-
-def read_text(path: str | os.PathLike[str], encoding: str = "utf-8") -> str:
-    """The text of an annotation file, decoded as ``encoding`` (``utf-8-sig`` drops a byte-order mark).
-
-    Raises:
-        MissingDataFileError: The file does not exist.
-        DataFormatError: The bytes are not ``encoding`` (e.g. a binary file given as a csv), naming the file and
-            the byte offset of the first bad byte.
-    """
-    source = os.fspath(path)
-    if not os.path.isfile(source):
-        raise MissingDataFileError(source, "file not found")
-    with open(source, "rb") as f:
-        raw = f.read()
-    try:
-        return raw.decode(encoding)
-    except UnicodeDecodeError as exc:
-        shown = raw[exc.start:exc.start + 8]
-        raise DataFormatError(source, f"not a {encoding} text file: undecodable byte(s) {shown!r} at byte offset "
-                                      f"{exc.start} ({exc.reason}); is it a binary file?") from None
-
-
-def read_json(path: str | os.PathLike[str]) -> Any:
-    """Parses a json file.
-
-    Raises:
-        MissingDataFileError: The file does not exist.
-        DataFormatError: The file is not valid UTF-8 json (the parser's message is kept).
-    """
-    source = os.fspath(path)
-    text = read_text(source, "utf-8")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(source, f"not valid json ({exc})") from exc
-
-
-def read_csv_rows(path: str | os.PathLike[str], required: Sequence[str]) -> list[dict[str, str]]:
-    """Read a comma-separated file with a header row.
-
-    Args:
-        path: The csv file.
-        required: Columns that must be present.
-
-    Returns:
-        One dict per row, header → value, surrounding whitespace stripped.
-
-    Raises:
-        MissingDataFileError: The file does not exist.
-        DataFormatError: A required column is missing, or the file has no rows.
-    """
-    source = os.fspath(path)
-    # utf-8-sig: a csv saved by a spreadsheet starts with a byte-order mark that would rename column 1.
-    text = read_text(source, "utf-8-sig")
-    try:
-        if "\0" in text:  # csv would raise its own bare "line contains NUL"
-            raise csv.Error(f"NUL byte at character {text.index(chr(0))}; is it a binary file?")
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise DataFormatError(source, f"missing csv column(s) {missing}; header is {header}")
-        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
-    except csv.Error as exc:
-        raise DataFormatError(source, f"not a valid csv ({exc})") from None
-    if not rows:
-        raise DataFormatError(source, "csv has a header but no rows")
-    return rows
 
 
 def load_features(path: str | os.PathLike[str], keys: Iterable[str], feature_dim: int,
@@ -222,27 +148,6 @@ def slice_clip(features: np.ndarray, start: float | None, end: float | None, max
     video_mask = torch.zeros(max_frames, dtype=torch.long)
     video_mask[: kept.shape[0]] = 1
     return video, video_mask
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A 63-bit generator seed for one sample, stable across processes and Python runs."""
-    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
-
-
-def collate(items: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
-    """Stack per-sample dicts into a batch: every value gains a leading batch axis N.
-
-    Raises:
-        ValueError: Empty input, or samples with different keys.
-    """
-    if not items:
-        raise ValueError("collate got no samples")
-    keys = list(items[0])
-    for i, item in enumerate(items):
-        if list(item) != keys:
-            raise ValueError(f"sample {i} has keys {sorted(item)}, sample 0 has {sorted(keys)}")
-    return {k: torch.stack([item[k] for item in items]) for k in keys}
 
 
 class FeatureTextDataset(Dataset):

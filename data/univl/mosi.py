@@ -17,7 +17,7 @@ training, with a :class:`~data.errors.DataFormatError` that names the file. Non-
 in every format, so one bad frame cannot turn a loss into NaN.
 
 :class:`MosiDataset` turns the records of one split into UniVL samples: the keys of
-:data:`data.common.SAMPLE_KEYS` (shapes in :mod:`data.common`) plus ``label``. The encoder text is the
+:data:`data.univl.dataset.SAMPLE_KEYS` (shapes in :mod:`data.univl.dataset`) plus ``label``. The encoder text is the
 transcript, and so is the decoder target: UniVL's pretext decoder losses, which MELTR keeps as auxiliary
 tasks, reconstruct the transcript because MOSI has no captions.
 """
@@ -35,13 +35,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from data.common import SAMPLE_KEYS, ClipRecord, FeatureTextDataset, load_features, read_csv_rows
 from data.errors import DataFormatError, MissingDataFileError
+from data.files import read_csv_rows
 from data.safe_pickle import load_pickle
 from data.text import PieceFn, SpecialIds, TextTokenizer
+from data.univl.config import UniVLDataConfig
+from data.univl.dataset import SAMPLE_KEYS, ClipRecord, FeatureTextDataset, load_features
 
 __all__ = ["MosiRecord", "MosiDataset", "read_mmsa", "read_univl", "read_csd", "load_mosi", "STANDARD_FOLDS",
-           "SPLITS", "FORMATS", "MOSI_SAMPLE_KEYS", "PAUSE_TOKENS", "UNIVL_FEATURES_FILE", "UNIVL_CSV_FILE"]
+           "SPLITS", "FORMATS", "MOSI_SAMPLE_KEYS", "PAUSE_TOKENS", "UNIVL_FEATURES_FILE", "UNIVL_CSV_FILE", "build"]
 
 log = logging.getLogger(__name__)
 
@@ -540,8 +542,8 @@ class MosiDataset(FeatureTextDataset):
     """The records of one split as UniVL samples plus the sentiment label.
 
     Each item is a dict with the keys :data:`MOSI_SAMPLE_KEYS`, in that order: the UniVL keys of
-    :data:`data.common.SAMPLE_KEYS` (``input_ids`` [L] … ``output_caption_ids`` [L]; ``video`` /
-    ``masked_video`` [F, D] float32; see :mod:`data.common`) and ``label``, a float32 0-dim tensor.
+    :data:`data.univl.dataset.SAMPLE_KEYS` (``input_ids`` [L] … ``output_caption_ids`` [L]; ``video`` /
+    ``masked_video`` [F, D] float32; see :mod:`data.univl.dataset`) and ``label``, a float32 0-dim tensor.
     ``video`` holds the first F frames of the segment, zero-padded. Encoder text and decoder target are both
     the transcript. :func:`data.collate` stacks ``label`` to [N].
 
@@ -604,3 +606,13 @@ class MosiDataset(FeatureTextDataset):
         item = super().__getitem__(index)
         item["label"] = torch.tensor(self._mosi[index].label, dtype=torch.float32)
         return item
+
+
+def build(cfg: UniVLDataConfig, tokenizer: TextTokenizer | PieceFn) -> tuple[MosiDataset, dict[str, MosiDataset]]:
+    """The training split and ``{"valid": ..., "test": ...}`` of ``cfg.root`` in ``cfg.mosi_format``
+    (the valid split selects the checkpoint, the test split is the reported table)."""
+    extra = {"filename": cfg.mosi_file} if cfg.mosi_format == "mmsa" else {}
+    records = load_mosi(cfg.mosi_format, cfg.root, feature_dim=cfg.feature_dim, **extra)
+    kw = cfg.reader_kwargs()
+    train = MosiDataset(records, tokenizer, split="train", **kw)
+    return train, {s: MosiDataset(records, tokenizer, split=s, force_mask=False, **kw) for s in ("valid", "test")}

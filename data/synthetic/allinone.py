@@ -1,6 +1,6 @@
 """A tiny MSR-VTT in All-in-one's raw-video layout, with real H.264 mp4 files, for tests and the demo.
 
-Written under ``out_dir`` (the files :mod:`data.allinone_msrvtt` reads, reference/datasets.md §3.5):
+Written under ``out_dir`` (the files :mod:`data.allinone.msrvtt` reads, reference/datasets.md §3.5):
 
 * ``videos/video<i>.mp4``: libx264 yuv420p clips (:func:`data.video.write_video`) of different lengths.
   Each shows a background colour, a rectangle and a disc of video-specific colours moving on video-specific
@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from pathlib import Path
 
 import numpy as np
 
-from data.synthetic import sentence
+from data.synthetic.base import dump_pickle, sentence, write_text
 from data.video import write_video
 
 __all__ = ["allinone_split_sizes", "video_frames", "write_allinone_msrvtt"]
@@ -98,7 +97,7 @@ def write_allinone_msrvtt(out_dir: str | os.PathLike[str], *, n_videos: int = 20
     annotations = [dict(annotations[j], id=k) for k, j in enumerate(rng.permutation(len(annotations)))]
     data = {"info": {"description": "synthetic MSR-VTT in the All-in-one layout", "year": 2016},
             "annotations": annotations}
-    (out / "MSR_VTT.json").write_text(json.dumps(data), encoding="utf-8")
+    write_text(out / "MSR_VTT.json", json.dumps(data))
 
     tail = ids[sizes["n_7k"]:]
     test = sorted(tail[j] for j in rng.choice(len(tail), size=sizes["n_test"], replace=False))
@@ -106,9 +105,8 @@ def write_allinone_msrvtt(out_dir: str | os.PathLike[str], *, n_videos: int = 20
     lists = {"train_list_7k.txt": ids[:sizes["n_7k"]], "train_list_9k.txt": [v for v in ids if v not in test],
              "val_list_jsfusion.txt": test}
     for name, rows in lists.items():
-        (out / name).write_text("".join(f"{v}\n" for v in rows), encoding="utf-8")
+        write_text(out / name, "".join(f"{v}\n" for v in rows))
     caption_idx = {vid: int(rng.integers(n_caps[vid])) for vid in test}
-    with open(out / "jsfusion_val_caption_idx.pkl", "wb") as f:
-        pickle.dump(caption_idx, f, protocol=4)
-    (out / "synthetic_info.json").write_text(json.dumps(sizes, indent=1) + "\n", encoding="utf-8")
+    dump_pickle(caption_idx, out / "jsfusion_val_caption_idx.pkl")
+    write_text(out / "synthetic_info.json", json.dumps(sizes, indent=1) + "\n")
     return out
