@@ -192,7 +192,7 @@ def test_mosi_keeps_mmsa_zeroing_and_names_the_file_and_segments(tmp_path: Path,
     fpath, cpath = tmp_path / "mosi.pkl", tmp_path / "mosi.csv"
     fpath.write_bytes(pickle.dumps(feats))
     cpath.write_text("id,text,label,split\ns1,good film,1.5,train\ns2,bad film,-2,test\n")
-    with caplog.at_level("WARNING", logger="data.mosi"):
+    with caplog.at_level("WARNING", logger="data.univl.mosi"):
         records = read_univl(fpath, cpath, feature_dim=4)
     assert records[1].video[1, 1] == 0 and np.isfinite(records[1].video).all()
     assert str(fpath) in caplog.text and "s2" in caplog.text and "s1," not in caplog.text

@@ -98,8 +98,6 @@ MODEL_CLASS = {"univl": "UniVL", "violet": "Violet", "allinone": "AllInOne"}  # 
 
 def model_config(backbone: str, mod: ModuleType, cfg: Any) -> Any:
     """The model config the recipe's ``build`` passes to the model class (no model is built)."""
-    if backbone == "univl":
-        return mod.model_config(cfg.model, cfg.data.feature_dim)
     return mod.model_config(cfg.model, cfg.data)
 
 
