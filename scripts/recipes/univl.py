@@ -35,13 +35,6 @@ __all__ = ["ModelOptions", "EvalConfig", "RunConfig", "model_config", "build", "
 log = logging.getLogger(__name__)
 
 
-def __getattr__(name: str) -> Any:
-    if name == "DataConfig":  # removed name: say where it went instead of a bare AttributeError
-        raise AttributeError("scripts.recipes.univl.DataConfig is now data.univl.UniVLDataConfig; its batch_size, "
-                             "eval_batch_size, num_workers and tokenizer moved to RunConfig.loader")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 @dataclass
 class ModelOptions:
     """Which UniVL to build."""
@@ -83,9 +76,6 @@ class RunConfig:
 def model_config(opt: ModelOptions, data: UniVLDataConfig) -> UniVLConfig:
     """The :class:`UniVLConfig` for ``opt`` and the data's lengths; visual features of another width than 1024
     get a projection."""
-    if not isinstance(data, UniVLDataConfig):  # the old signature was model_config(opt, feature_dim)
-        raise TypeError(f"model_config(opt, data) takes the run's data section (UniVLDataConfig: max_words, max_frames "
-                        f"and feature_dim moved there), got {type(data).__name__}")
     common = dict(task=opt.task, losses=tuple(opt.losses), max_words=data.max_words, max_frames=data.max_frames,
                   margin=opt.margin, layout=opt.layout, sentiment_loss=opt.sentiment_loss,
                   visual_input_dim=0 if data.feature_dim == 1024 else data.feature_dim)
