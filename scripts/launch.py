@@ -282,13 +282,13 @@ def prepare_row(backbone: str, row: str, env: Mapping[str, str], args: Sequence[
 
 def _ablation_setting(table_id: str, env: Mapping[str, str]) -> tuple[Table, str, Setting]:
     """The table (Table 10: by TASK), the row id and the setting that ROW (and METHOD) pick."""
+    if table_id not in TABLES or table_id == "fig5":  # Figure 5's runs are Table 10's rows with TASK=caption
+        raise LaunchError(f"unknown ablation table '{table_id}'; tables: 7 8 9 10 11")
     if table_id == "10":
         task = env.get("TASK") or "retrieval"
         if task not in TABLE10_TASKS:
             raise LaunchError(f"TASK must be retrieval (Table 10) or caption (Figure 5 runs), got '{task}'")
         table_id = TABLE10_TASKS[task]
-    if table_id not in TABLES or table_id == "fig5":
-        raise LaunchError(f"unknown ablation table '{table_id}'; tables: 7 8 9 10 11")
     table = TABLES[table_id]
     method = ""
     if table.methods:
