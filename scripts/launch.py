@@ -30,14 +30,14 @@ import os
 import re
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
-from scripts.paper_results import TABLE11_LOSSES, TABLE7_COEFFICIENTS, coefficients_yaml
+from scripts.paper_results import TABLE7_COEFFICIENTS, TABLE11_LOSSES, coefficients_yaml
 
-__all__ = ["LaunchError", "CheckpointVar", "Backbone", "BACKBONES", "Setting", "Table", "TABLES", "Launch",
-           "prepare", "main"]
+__all__ = ["BACKBONES", "TABLES", "Backbone", "CheckpointVar", "Launch", "LaunchError", "Setting", "Table", "main",
+           "prepare", "prepare_ablation", "prepare_row"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -207,7 +207,8 @@ def _row_options(backbone: str, row: str, env: Mapping[str, str]) -> tuple[list[
 
 def _write_synthetic(argv: list[str]) -> None:
     """Writes a synthetic dataset in the official formats (its listing of written files is not shown)."""
-    from data.synthetic import main as synthetic_main  # imported here: only TINY=1 needs the writers
+    # imported here: only TINY=1 needs the writers
+    from data.synthetic import main as synthetic_main
 
     with contextlib.redirect_stdout(io.StringIO()):
         synthetic_main(argv)

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 
-from meltr.config import ConfigError, _Loader, apply_overrides, from_dict  # _Loader: see read_yaml
+# _Loader: meltr.config's strict YAML dialect, not exported yet (see read_yaml)
+from meltr.config import ConfigError, _Loader, apply_overrides, from_dict
 from scripts.recipes import RECIPES, Recipe, recipe
 
-__all__ = ["read_yaml", "merge", "resolve", "load_run"]
+__all__ = ["load_run", "merge", "read_yaml", "resolve"]
 
 
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:

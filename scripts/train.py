@@ -121,12 +121,14 @@ def _row_label(info: dict[str, Any], out: Path) -> str:
     return f"table {info['table']} row {info['row']}" if "table" in info else str(out)
 
 
-def _row_info(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    info = json.loads(text)
+def _row_info(parser: argparse.ArgumentParser, text: str | None) -> dict[str, Any]:
+    """The ``--row-info`` object (empty without one); anything but a JSON object is a usage error."""
+    try:
+        info = json.loads(text) if text else {}
+    except json.JSONDecodeError as err:
+        parser.error(f"--row-info is not valid JSON ({err})")
     if not isinstance(info, dict):
-        raise ValueError(f"--row-info must be a JSON object, got {text!r}")
+        parser.error(f"--row-info must be a JSON object, got {text!r}")
     return info
 
 
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--row-info", help="JSON object recorded in OUTPUT_DIR/row.json: the paper or ablation row this run is")
     add_override_args(parser)
     args = parser.parse_args(argv)
-    info = _row_info(args.row_info)
+    info = _row_info(parser, args.row_info)
     setup_logging()
     D.init_from_env()
     mod, cfg = load_run(args.config, args.overlay, args.overrides)
