@@ -378,7 +378,7 @@ def write_outputs(tables: dict[str, list[Line]], markdown: str, out_dir: str | P
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (1 when no run could be placed in a table)."""
     parser = argparse.ArgumentParser(prog="python -m scripts.summarize", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dirs", nargs="+", type=Path, help="run directories written by scripts/ablation_table*.sh")
+    parser.add_argument("run_dirs", nargs="+", type=Path, help="run directories written by scripts/paper/ablation_table*.sh")
     parser.add_argument("--out", type=Path, default=None, help="also write summary.md and one CSV per table here")
     parser.add_argument("--select", choices=["best", "last"], default="best",
                         help="which evaluation of a run: the one best.pt holds (default) or the last")
