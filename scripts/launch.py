@@ -30,13 +30,13 @@ import os
 import re
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scripts.paper_results import TABLE7_COEFFICIENTS, TABLE11_LOSSES, coefficients_yaml
 
-__all__ = ["BACKBONES", "TABLES", "Backbone", "CheckpointVar", "Launch", "LaunchError", "Setting", "Table", "main",
+__all__ = ["BACKBONES", "TABLES", "Backbone", "CheckpointVar", "Launch", "LaunchError", "RowOptions", "Setting", "Table", "main",
            "prepare", "prepare_ablation", "prepare_row"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,14 +63,45 @@ class Backbone:
     synthetic: Mapping[str, tuple[str, ...]]  # row -> the dataset arguments of data.synthetic for TINY=1
     checkpoints: tuple[CheckpointVar, ...]  # official files of a full run, checked in this order
     synthetic_extra: tuple[str, ...] = ()  # data.synthetic arguments of every row (before SYNTHETIC_ARGS)
+    options: Callable[[str, Mapping[str, str]], RowOptions] | None = None  # the backbone's own variables (row, env)
 
 
-_UNIVL_INIT = CheckpointVar("INIT_MODEL", "init_model", "the official univl.pretrained.bin")
+@dataclass
+class RowOptions:
+    """What a backbone's own environment variables (UniVL's MODALITY, FORMAT) add to a row's launch."""
+
+    overrides: list[str] = field(default_factory=list)  # --set key=value of scripts.train
+    synthetic: list[str] = field(default_factory=list)  # data.synthetic arguments (TINY=1)
+
+
+# CMU-MOSI file layouts and their visual feature width (mmsa: MMSA's 20-d FACET; univl: S3D 1024-d;
+# csd: CMU_MOSI_Visual_Facet_42.csd, FACET 4.2, 35 features). FEATURE_DIM overrides the width.
+MOSI_FEATURE_DIMS: dict[str, int] = {"mmsa": 20, "univl": 1024, "csd": 35}
+
+
+def _univl_options(row: str, env: Mapping[str, str]) -> RowOptions:
+    """MODALITY=video (every UniVL row: no transcripts); FORMAT and FEATURE_DIM (the mosi row's files)."""
+    opts = RowOptions()
+    modality = env.get("MODALITY") or ""
+    if modality not in ("", "video"):
+        raise LaunchError(f"MODALITY must be video (captioning without transcripts) or unset, got '{modality}'")
+    if modality == "video":
+        opts.overrides.append("data.text_source=empty")
+    if row == "mosi":
+        fmt = env.get("FORMAT") or "mmsa"
+        if fmt not in MOSI_FEATURE_DIMS:
+            raise LaunchError(f"FORMAT must be {', '.join(MOSI_FEATURE_DIMS)}, got '{fmt}'")
+        dim = env.get("FEATURE_DIM") or str(MOSI_FEATURE_DIMS[fmt])
+        opts.overrides += [f"data.mosi_format={fmt}", f"data.feature_dim={dim}"]
+        opts.synthetic += ["--format", fmt]
+    return opts
+
+
 BACKBONES: dict[str, Backbone] = {
     "univl": Backbone(
         {"youcook_caption": ("youcook2",), "youcook_retrieval": ("youcook2",), "msrvtt_caption": ("msrvtt",),
          "msrvtt7k_retrieval": ("msrvtt",), "msrvtt9k_retrieval": ("msrvtt",), "mosi": ("mosi",)},
-        (_UNIVL_INIT,)),
+        (CheckpointVar("INIT_MODEL", "init_model", "the official univl.pretrained.bin"),), options=_univl_options),
     # 32-pixel frames: one patch per frame (MVM then masks single patches; the official 3-D blocks need >= 96 px)
     "violet": Backbone(
         {"msrvtt7k_retrieval": ("violet-msrvtt",), "msrvtt9k_retrieval": ("violet-msrvtt",), "msvd_qa": ("msvd",),
@@ -90,10 +121,6 @@ BACKBONES: dict[str, Backbone] = {
 # official 7010/2990 split as counts; data/synthetic.py scales them and records them in this file).
 SPLIT_SIZES_FILE = "synthetic_info.json"
 SPLIT_SIZES: dict[str, tuple[str, ...]] = {"msrvtt": ("n_train_videos", "n_test_videos")}
-
-# CMU-MOSI file layouts and their visual feature width (mmsa: MMSA's 20-d FACET; univl: S3D 1024-d;
-# csd: CMU_MOSI_Visual_Facet_42.csd, FACET 4.2, 35 features). FEATURE_DIM overrides the width.
-MOSI_FEATURE_DIMS: dict[str, int] = {"mmsa": 20, "univl": 1024, "csd": 35}
 
 
 @dataclass(frozen=True)
@@ -185,26 +212,6 @@ def _checkpoint(var: CheckpointVar, env: Mapping[str, str]) -> list[str]:
     return ["--set", f"{var.key}={value}"]
 
 
-def _row_options(backbone: str, row: str, env: Mapping[str, str]) -> tuple[list[str], list[str]]:
-    """The overrides and data.synthetic arguments that a row's own variables ask for (MODALITY, FORMAT)."""
-    overrides: list[str] = []
-    synthetic: list[str] = []
-    if backbone == "univl":
-        modality = env.get("MODALITY") or ""
-        if modality not in ("", "video"):
-            raise LaunchError(f"MODALITY must be video (captioning without transcripts) or unset, got '{modality}'")
-        if modality == "video":
-            overrides += ["--set", "data.text_source=empty"]
-    if (backbone, row) == ("univl", "mosi"):
-        fmt = env.get("FORMAT") or "mmsa"
-        if fmt not in MOSI_FEATURE_DIMS:
-            raise LaunchError(f"FORMAT must be {', '.join(MOSI_FEATURE_DIMS)}, got '{fmt}'")
-        dim = env.get("FEATURE_DIM") or str(MOSI_FEATURE_DIMS[fmt])
-        overrides += ["--set", f"data.mosi_format={fmt}", "--set", f"data.feature_dim={dim}"]
-        synthetic += ["--format", fmt]
-    return overrides, synthetic
-
-
 def _write_synthetic(argv: list[str]) -> None:
     """Writes a synthetic dataset in the official formats (its listing of written files is not shown)."""
     # imported here: only TINY=1 needs the writers
@@ -250,7 +257,7 @@ def prepare_row(backbone: str, row: str, env: Mapping[str, str], args: Sequence[
     method = method if method is not None else (env.get("METHOD") or "meltr")
     coefficients = coefficients if coefficients is not None else (env.get("COEFFICIENTS") or "")
     out = output_dir or env.get("OUTPUT_DIR") or f"runs/{backbone}_{row}_{method}{'_tiny' if tiny else ''}"
-    options, synthetic_options = _row_options(backbone, row, env)
+    opts = spec.options(row, env) if spec.options else RowOptions()
 
     train = ["--config", _rel(config), "--set", f"output_dir={out}", "--set", f"trainer.combiner.name={method}"]
     if coefficients:
@@ -259,7 +266,7 @@ def prepare_row(backbone: str, row: str, env: Mapping[str, str], args: Sequence[
     if tiny:
         data_dir = f"{out}/synthetic_data"
         dataset = spec.synthetic[row]
-        synthetic = [*dataset, "--out", data_dir, *spec.synthetic_extra, *synthetic_options,
+        synthetic = [*dataset, "--out", data_dir, *spec.synthetic_extra, *opts.synthetic,
                      *(env.get("SYNTHETIC_ARGS") or "").split()]
         _write_synthetic(synthetic)
         train[2:2] = ["--overlay", _rel(ROOT / "configs" / "tiny" / f"{backbone}.yaml")]
@@ -277,7 +284,7 @@ def prepare_row(backbone: str, row: str, env: Mapping[str, str], args: Sequence[
         row_info = {"backbone": backbone, "row": row, "method": method, "tiny": tiny, "args": list(args)}
         if coefficients:
             row_info["coefficients"] = coefficients
-    train += [*options, *args, "--row-info", json.dumps(row_info)]
+    train += [*(a for o in opts.overrides for a in ("--set", o)), *args, "--row-info", json.dumps(row_info)]
     return Launch(train, ngpu, out, synthetic)
 
 
