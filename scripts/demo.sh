@@ -12,7 +12,7 @@ echo "== tiny UniVL + MELTR, YouCook2 captioning (video + transcript), synthetic
 out=runs/demo/univl_youcook_caption
 rm -rf "$out"  # a fresh run each time (the trainer would continue or refuse an existing run directory)
 mkdir -p "$(dirname "$out")"
-TINY=1 OUTPUT_DIR="$out" bash scripts/univl_youcook_caption.sh > "$out.log" 2>&1 || { tail -20 "$out.log"; exit 1; }
+TINY=1 OUTPUT_DIR="$out" bash scripts/paper/univl_youcook_caption.sh > "$out.log" 2>&1 || { tail -20 "$out.log"; exit 1; }
 .venv/bin/python - "$out" <<'PY'
 import sys
 from meltr.checkpoint import load_checkpoint

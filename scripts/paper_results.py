@@ -8,7 +8,7 @@ METEOR and ROUGE-L in %, CIDEr as printed: raw in Table 7, epoch time in seconds
 paper prints "-". Table ids: ``"7"``, ``"8"``, ``"9"``, ``"10"`` (Appendix D), ``"11"`` (Appendix G).
 Metric keys are the names our evaluation logs (``t2v_R@1``, ``BLEU-4``, ...) plus ``epoch_time_s``,
 ``time_vs_sum_pct`` and ``avg_gain`` (Table 11: the mean gain of B3/B4/M/R over the same training's
-"Ori." row). Row ids are the ``ROW`` values of ``scripts/ablation_table<N>.sh`` (Table 11:
+"Ori." row). Row ids are the ``ROW`` values of ``scripts/paper/ablation_table<N>.sh`` (Table 11:
 ``<ROW>-<METHOD>``).
 
 The extracted text lost every symbol, so the loss behind some columns and rows is inferred; each

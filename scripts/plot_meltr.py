@@ -10,7 +10,7 @@ same); this script re-exports them and adds the paper's Figure 5:
 
 * ``fig5_input_types.png`` (``--fig5``): one panel per run, side by side, each task weight against its
   input loss, one colour per task (Fig. 5: SE only / TE only / SE + TE, the runs of
-  ``TASK=caption ROW=se|te|se_te bash scripts/ablation_table10.sh``). The panel title is the run's
+  ``TASK=caption ROW=se|te|se_te bash scripts/paper/ablation_table10.sh``). The panel title is the run's
   MELTR input type read from its ``config.yaml``. A run without weighted train records (TE only: the
   trainer refuses to train it) gets a panel that says why, with the reason ``row.json`` recorded.
 """

@@ -2,8 +2,9 @@
 
     python -m scripts.summarize RUN_DIR [RUN_DIR ...] [--out DIR] [--select best|last]
 
-Each RUN_DIR is a run started by ``scripts/ablation_table*.sh``. Its ``row.json`` (written by
-``scripts/_ablation.sh``) says which table and row it is and how the run ended::
+Each RUN_DIR is a run started by ``scripts/paper/ablation_table*.sh``. Its ``row.json`` (written by
+``scripts/train.py`` with the row that ``scripts/launch.py`` passes) says which table and row it is and how the
+run ended::
 
     {"table": "8", "row": "lite", "method": "meltr", "univl_row": "msrvtt7k_retrieval", "tiny": false,
      "args": ["--set", ...], "status": "started" | "finished" | "cannot_train" | "failed",
@@ -43,7 +44,7 @@ __all__ = ["ROW_FILE", "Column", "TableSpec", "TABLES", "RunResult", "read_run",
            "write_outputs", "main"]
 
 ROW_FILE = "row.json"
-"""Name of the file in which ``scripts/_ablation.sh`` records a run's table, row and outcome."""
+"""Name of the file in which ``scripts/train.py`` records a run's table, row and outcome."""
 
 Select = Literal["best", "last"]
 
@@ -122,9 +123,11 @@ def _read_row_file(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from err
+    if isinstance(data, dict) and "status" in data and "table" not in data:
+        raise ValueError(f"{path}: not an ablation row (no table): start ablation rows with scripts/paper/ablation_table*.sh")
     missing = [k for k in ("table", "row", "status") if not isinstance(data, dict) or k not in data]
     if missing:
-        raise ValueError(f"{path}: missing keys {missing} (written by scripts/_ablation.sh)")
+        raise ValueError(f"{path}: missing keys {missing} (written by scripts/train.py)")
     return data
 
 
@@ -155,7 +158,7 @@ def read_run(run_dir: str | Path, select: Select = "best") -> RunResult:
         return res
     row_path = run_dir / ROW_FILE
     if not row_path.is_file():
-        res.status, res.message = "not placed", f"{row_path} not found: start ablation rows with scripts/ablation_table*.sh"
+        res.status, res.message = "not placed", f"{row_path} not found: start ablation rows with scripts/paper/ablation_table*.sh"
         return res
     try:
         info = _read_row_file(row_path)
@@ -172,7 +175,7 @@ def read_run(run_dir: str | Path, select: Select = "best") -> RunResult:
         return res
     if info["status"] == "failed":
         res.status = f"failed (exit {info.get('exit_code', '?')})"
-        res.message = f"{info.get('message', '')} (log: {run_dir / 'train.stderr.log'})"
+        res.message = str(info.get("message", ""))
         return res
     metrics_path = run_dir / METRICS_FILE
     try:
@@ -351,7 +354,7 @@ def _csv_rows(tid: str, lines: list[Line]) -> tuple[list[str], list[list[Any]]]:
 
 
 def _file_stem(tid: str) -> str:
-    """``table7`` for paper tables, the id itself otherwise (``fig5``), as scripts/_ablation.sh names run folders."""
+    """``table7`` for paper tables, the id itself otherwise (``fig5``), as scripts/launch.py names run folders."""
     return f"table{tid}" if tid.isdigit() else tid
 
 
@@ -375,7 +378,7 @@ def write_outputs(tables: dict[str, list[Line]], markdown: str, out_dir: str | P
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (1 when no run could be placed in a table)."""
     parser = argparse.ArgumentParser(prog="python -m scripts.summarize", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dirs", nargs="+", type=Path, help="run directories written by scripts/ablation_table*.sh")
+    parser.add_argument("run_dirs", nargs="+", type=Path, help="run directories written by scripts/paper/ablation_table*.sh")
     parser.add_argument("--out", type=Path, default=None, help="also write summary.md and one CSV per table here")
     parser.add_argument("--select", choices=["best", "last"], default="best",
                         help="which evaluation of a run: the one best.pt holds (default) or the last")

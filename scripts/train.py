@@ -1,11 +1,20 @@
 """Fine-tune a backbone with MELTR or a baseline: the composition root of every paper-table row.
 
-    python -m scripts.train --config configs/univl/youcook_caption.yaml [--set key=value ...]
-        [--resume CKPT | --resume auto] [--overwrite]
+    python -m scripts.train --config configs/univl/youcook_caption.yaml [--overlay configs/tiny/univl.yaml ...]
+        [--set key=value ...] [--resume CKPT | --resume auto] [--overwrite] [--row-info JSON]
     torchrun --nproc_per_node N -m scripts.train --config ...
 
-Writes ``<output_dir>/config.yaml`` (the resolved config), ``metrics.jsonl``, TensorBoard events,
-``last.pt`` and ``best.pt``; prints the final and best metrics as JSON on rank 0.
+The config is parsed once (:func:`scripts.run_config.load_run`): the run YAML, each ``--overlay`` merged over
+it, then the ``--set`` overrides; its ``backbone`` key picks the recipe. Writes ``<output_dir>/config.yaml``
+(the resolved config), ``metrics.jsonl``, TensorBoard events, ``last.pt`` and ``best.pt``; prints the final
+and best metrics as JSON on rank 0.
+
+``<output_dir>/row.json`` records how the run ended, for ``python -m scripts.summarize``: ``started`` (while it
+runs, or if it was killed), ``finished``, ``cannot_train`` or ``failed`` (with its ``exit_code`` and the error as
+``message``), with the fields of ``--row-info`` (the paper or ablation row: table, row, method, arguments; the
+launcher ``scripts/launch.py`` passes them). A combiner that cannot train the backbone (the trainer raises
+:class:`meltr.CombinerTrainingError`, e.g. the TE-only MELTR of paper Appendix D) is a result, not a crash:
+status ``cannot_train``, a ``RESULT ...`` line on stdout, exit status 0.
 
 An output directory that already holds a run (``metrics.jsonl``, ``last.pt`` or ``best.pt``) is refused,
 so a re-launched row never overwrites a run by accident. Continue it with ``--resume auto`` (resumes from
@@ -20,16 +29,18 @@ import json
 import logging
 import shutil
 import sys
+import time
+import warnings
 from pathlib import Path
+from typing import Any
 
-import yaml
-
-from meltr import Trainer
+from meltr import CombinerTrainingError, Trainer
 from meltr import distributed as D
-from meltr.checkpoint import load_checkpoint
-from meltr.config import ConfigError, add_override_args, apply_overrides, dump, load, to_dict
+from meltr.checkpoint import atomic_write, load_checkpoint
+from meltr.config import ConfigError, add_override_args, dump, to_dict
 from meltr.log import METRICS_FILE, TB_SUBDIR, setup_logging
-from scripts.recipes import recipe
+from scripts.run_config import load_run, resolve
+from scripts.summarize import ROW_FILE
 
 log = logging.getLogger("meltr.scripts.train")
 
@@ -88,28 +99,53 @@ def resolve_resume(out: Path, resume: str | None, overwrite: bool) -> str | None
 
 
 def backbone_of(path: str, overrides: list[str]) -> str:
-    """The ``backbone`` key of a run YAML (after overrides), which selects the recipe."""
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    data = apply_overrides(data, overrides, path)
+    """Deprecated: the ``backbone`` key of a run YAML. Use :func:`scripts.run_config.load_run`, which reads it from
+    the same parse that builds the ``RunConfig`` (``scripts.train`` no longer reads the YAML twice)."""
+    warnings.warn("scripts.train.backbone_of is deprecated: use scripts.run_config.load_run(config, overlays, "
+                  "overrides), which returns the recipe and the RunConfig from one parse", DeprecationWarning, stacklevel=2)
+    data = resolve(path, (), overrides)
     if "backbone" not in data:
         raise ConfigError(f"{path}: backbone: missing (the recipe selector, e.g. 'univl')")
     return str(data["backbone"])
 
 
+def write_row_file(out: Path, info: dict[str, Any], status: str, **outcome: Any) -> None:
+    """Writes ``out/row.json``: ``info`` (the row: table, row, method, ...), ``status``, the time and ``outcome``
+    (``exit_code``, ``message``), atomically; the format :func:`scripts.summarize.read_run` reads."""
+    record = {**info, "status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **outcome}
+    atomic_write(out / ROW_FILE, lambda f: f.write(json.dumps(record, indent=1).encode("utf-8")))
+
+
+def _row_label(info: dict[str, Any], out: Path) -> str:
+    """How the RESULT line names the run: ``table 10 row te`` for an ablation row, else its output directory."""
+    return f"table {info['table']} row {info['row']}" if "table" in info else str(out)
+
+
+def _row_info(parser: argparse.ArgumentParser, text: str | None) -> dict[str, Any]:
+    """The ``--row-info`` object (empty without one); anything but a JSON object is a usage error."""
+    try:
+        info = json.loads(text) if text else {}
+    except json.JSONDecodeError as err:
+        parser.error(f"--row-info is not valid JSON ({err})")
+    if not isinstance(info, dict):
+        parser.error(f"--row-info must be a JSON object, got {text!r}")
+    return info
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True)
+    parser.add_argument("--overlay", action="append", default=[], metavar="YAML",
+                        help="a partial run YAML merged over --config, before the --set overrides (repeatable)")
     parser.add_argument("--resume", help="continue exactly from this last.pt, or 'auto': from OUTPUT_DIR/last.pt when present")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in the output directory (names what it removes)")
+    parser.add_argument("--row-info", help="JSON object recorded in OUTPUT_DIR/row.json: the paper or ablation row this run is")
     add_override_args(parser)
     args = parser.parse_args(argv)
+    info = _row_info(parser, args.row_info)
     setup_logging()
     D.init_from_env()
-    mod = recipe(backbone_of(args.config, args.overrides))
-    cfg = load(args.config, mod.RunConfig, args.overrides)
+    mod, cfg = load_run(args.config, args.overlay, args.overrides)
     out = Path(cfg.output_dir)
     # Rank 0 decides (and removes, under --overwrite); the broadcast also keeps the other ranks from
     # looking at the directory while it changes.
@@ -127,21 +163,43 @@ def main(argv: list[str] | None = None) -> int:
     resume = decision[1]
     if D.rank() == 0:
         dump(cfg, out / "config.yaml")
-    parts = mod.build(cfg, D.rank(), D.world_size())
-    trainer = Trainer(parts.model, cfg.trainer, parts.train_loader, eval_fn=parts.eval_fn, run_dir=out, run_config=to_dict(cfg))
-    if resume:
-        trainer.resume(resume)
+        write_row_file(out, info, "started")
     try:
-        summary = trainer.fit()
-    finally:
-        parts.close()
+        summary = _train(mod, cfg, out, resume)
+    except CombinerTrainingError as exc:
+        # the paper reports such rows (Table 10, TE only) as "cannot be trained": a result, not a crash
+        message = f"{type(exc).__name__}: {exc}"
+        if D.rank() == 0:
+            write_row_file(out, info, "cannot_train", message=message)
+            print(f"RESULT {_row_label(info, out)}: cannot train{', as the paper reports' if 'table' in info else ''}. {message}")
+        return 0
+    except Exception as exc:
+        if D.rank() == 0:
+            write_row_file(out, info, "failed", exit_code=1, message=f"{type(exc).__name__}: {exc}")
+        raise
     if D.rank() == 0:
         print(json.dumps({"step": summary["step"], "metrics": summary["metrics"], "best": summary["best"]}, indent=1))
         best = out / "best.pt"
         if best.exists():
             # the table of the checkpoint selected by trainer.best_metric (e.g. MOSI: valid MAE -> test numbers)
             print(mod.report(cfg, load_checkpoint(best)["metrics"]))
+        write_row_file(out, info, "finished", exit_code=0)
+        if "table" in info:
+            print(f"RESULT {_row_label(info, out)}: finished in {out} (python -m scripts.summarize {out})")
     return 0
+
+
+def _train(mod: Any, cfg: Any, out: Path, resume: str | None) -> dict[str, Any]:
+    """Builds the run's parts, trains (from ``resume`` when given) and returns the trainer's summary."""
+    parts = mod.build(cfg, D.rank(), D.world_size())
+    try:
+        trainer = Trainer(parts.model, cfg.trainer, parts.train_loader, eval_fn=parts.eval_fn, run_dir=out,
+                          run_config=to_dict(cfg))
+        if resume:
+            trainer.resume(resume)
+        return trainer.fit()
+    finally:
+        parts.close()
 
 
 if __name__ == "__main__":

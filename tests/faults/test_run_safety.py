@@ -4,7 +4,7 @@
 the epoch-end ``last.pt`` is on disk before the evaluation starts, so a crash inside the evaluation loses
 no training and the resumed run equals the uninterrupted one; a resume leaves a marker in
 ``metrics.jsonl`` and the summary counts replayed steps once; the paper rows checkpoint by steps;
-``config.yaml`` gets the umask's mode; ``NGPU=abc`` is refused.
+``config.yaml`` gets the umask's mode; the launcher (scripts/launch.py) refuses ``NGPU=abc``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from meltr.checkpoint import load_checkpoint
 from meltr.config import dump
 from meltr.log import drop_replayed, read_jsonl
 from meltr.summary import summarize_run
+from scripts.launch import main as launch
 from scripts.train import RunDirError, main, resolve_resume
 from tests.toy_models import ToyRegression, regression_batches
 
@@ -45,6 +45,7 @@ def test_train_refuses_an_output_directory_that_holds_a_run(tmp_path, capsys, ex
     assert len(err.splitlines()) == 1 and str(out) in err and existing in err
     assert "--resume auto" in err and "--overwrite" in err
     assert (out / existing).read_bytes() == b"previous run" and not (out / "config.yaml").exists()
+    assert not (out / "row.json").exists()  # a refused launch records nothing over the run it refused to touch
 
 
 def test_resume_auto_picks_up_last_pt_or_starts_fresh(tmp_path) -> None:
@@ -192,7 +193,6 @@ def test_config_yaml_gets_the_umask_mode(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("ngpu", ["abc", "0", "-1", "1.5"])
-def test_row_launcher_refuses_a_bad_ngpu(ngpu: str) -> None:
-    done = subprocess.run(["bash", "scripts/_row.sh", "univl", "mosi"], cwd=ROOT, env={**os.environ, "NGPU": ngpu},
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and f"NGPU must be a whole number of GPUs >= 1 (got '{ngpu}')" in done.stderr
+def test_row_launcher_refuses_a_bad_ngpu(ngpu: str, capsys) -> None:
+    assert launch(["univl", "mosi"], env={"NGPU": ngpu}) == 2
+    assert f"NGPU must be a whole number of GPUs >= 1 (got '{ngpu}')" in capsys.readouterr().err

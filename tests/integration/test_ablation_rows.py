@@ -1,4 +1,4 @@
-"""One TINY=1 row of each ablation table end to end (scripts/ablation_table*.sh), the summariser on those
+"""One TINY=1 row of each ablation table end to end (scripts/paper/ablation_table*.sh), the summariser on those
 runs, and the figures from them. The runs are shared by every test of this module (one fixture)."""
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ from tests.toy_models import ToyRegression, regression_batches
 ROOT = Path(__file__).resolve().parents[2]
 # name -> (script, environment); msrvtt rows use 8 synthetic videos (6 steps) to stay fast
 ROWS: dict[str, tuple[str, dict[str, str]]] = {
-    "t7_E": ("ablation_table7.sh", {"ROW": "E"}),
-    "t8_lite": ("ablation_table8.sh", {"ROW": "lite", "SYNTHETIC_ARGS": "--videos 8"}),
-    "t9_0.001": ("ablation_table9.sh", {"ROW": "0.001", "SYNTHETIC_ARGS": "--videos 8"}),
-    "t10_se": ("ablation_table10.sh", {"ROW": "se", "SYNTHETIC_ARGS": "--videos 8"}),
-    "t10_te": ("ablation_table10.sh", {"ROW": "te", "SYNTHETIC_ARGS": "--videos 8"}),
-    "t11_m_decoder": ("ablation_table11.sh", {"ROW": "m_decoder", "METHOD": "meltr"}),
+    "t7_E": ("paper/ablation_table7.sh", {"ROW": "E"}),
+    "t8_lite": ("paper/ablation_table8.sh", {"ROW": "lite", "SYNTHETIC_ARGS": "--videos 8"}),
+    "t9_0.001": ("paper/ablation_table9.sh", {"ROW": "0.001", "SYNTHETIC_ARGS": "--videos 8"}),
+    "t10_se": ("paper/ablation_table10.sh", {"ROW": "se", "SYNTHETIC_ARGS": "--videos 8"}),
+    "t10_te": ("paper/ablation_table10.sh", {"ROW": "te", "SYNTHETIC_ARGS": "--videos 8"}),
+    "t11_m_decoder": ("paper/ablation_table11.sh", {"ROW": "m_decoder", "METHOD": "meltr"}),
 }
 
 
@@ -201,9 +201,9 @@ def test_figures_3_4_5_from_the_runs(runs, tmp_path) -> None:
 
 
 def test_unknown_rows_are_refused_with_the_valid_ones() -> None:
-    proc = _script("ablation_table7.sh", {"ROW": "F", "TINY": "1"})
+    proc = _script("paper/ablation_table7.sh", {"ROW": "F", "TINY": "1"})
     assert proc.returncode == 2 and "A B C D E meltr" in proc.stderr
-    proc = _script("ablation_table11.sh", {"ROW": "all", "METHOD": "fixed", "TINY": "1"})
+    proc = _script("paper/ablation_table11.sh", {"ROW": "all", "METHOD": "fixed", "TINY": "1"})
     assert proc.returncode == 2 and "METHOD must be sum or meltr" in proc.stderr
-    proc = _script("ablation_table9.sh", {"ROW": "0.5", "TINY": "1"})
+    proc = _script("paper/ablation_table9.sh", {"ROW": "0.5", "TINY": "1"})
     assert proc.returncode == 2 and "0 0.001 0.01 0.1 1 10 100" in proc.stderr

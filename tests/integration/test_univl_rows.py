@@ -17,13 +17,13 @@ ROWS = ["youcook_retrieval", "youcook_caption", "msrvtt7k_retrieval", "msrvtt9k_
 
 
 def _run(row: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return run_script(f"univl_{row}.sh", env)
+    return run_script(f"paper/univl_{row}.sh", env)
 
 
 @pytest.mark.parametrize("row", ROWS)
 def test_row_runs_tiny_and_evaluation_reproduces_from_checkpoint(row: str, tmp_path) -> None:
     expected = {"t2v_R@1", "t2v_R@5", "t2v_R@10", "t2v_MedR", "v2t_R@1", "v2t_MedR"} if "retrieval" in row else {"BLEU-4", "METEOR", "ROUGE-L", "CIDEr"}
-    state = check_tiny_run(f"univl_{row}.sh", tmp_path / row, ["joint", "alignment", "mlm", "mfm", "m_joint", "m_align", "decoder", "m_decoder"], expected)
+    state = check_tiny_run(f"paper/univl_{row}.sh", tmp_path / row, ["joint", "alignment", "mlm", "mfm", "m_joint", "m_align", "decoder", "m_decoder"], expected)
     assert state["config"]["model"]["size"] == "tiny"
 
 
@@ -44,7 +44,7 @@ def test_missing_data_dir_or_checkpoint_stops_with_the_path(tmp_path) -> None:
 @pytest.mark.parametrize("fmt", ["mmsa", "univl", "csd"])
 def test_mosi_row_runs_tiny_in_every_format_and_reports_the_test_table(fmt: str, tmp_path) -> None:
     out = tmp_path / fmt
-    proc = subprocess.run(["bash", "scripts/univl_mosi.sh"], cwd=ROOT, env={**os.environ, "TINY": "1", "FORMAT": fmt, "OUTPUT_DIR": str(out)},
+    proc = subprocess.run(["bash", "scripts/paper/univl_mosi.sh"], cwd=ROOT, env={**os.environ, "TINY": "1", "FORMAT": fmt, "OUTPUT_DIR": str(out)},
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     best = load_checkpoint(out / "best.pt")

@@ -22,28 +22,28 @@ ROWS = {
 @pytest.mark.parametrize("row", list(ROWS))
 def test_row_runs_tiny_and_evaluation_reproduces_from_checkpoint(row: str, tmp_path) -> None:
     losses, metrics = ROWS[row]
-    state = check_tiny_run(f"violet_{row}.sh", tmp_path / row, losses, metrics)
+    state = check_tiny_run(f"paper/violet_{row}.sh", tmp_path / row, losses, metrics)
     assert state["config"]["model"]["size"] == "tiny" and state["config"]["data"]["size_img"] == 32
     if metrics is QA:
         assert state["metrics"]["n"] > 0 and 0.0 <= state["metrics"]["acc"] <= 1.0
 
 
 def test_fork_quirks_and_baseline_switches(tmp_path) -> None:
-    state = check_tiny_run("violet_tgif_action.sh", tmp_path / "fork", ["mc", "vtm", "mtm", "mvm"], QA,
+    state = check_tiny_run("paper/violet_tgif_action.sh", tmp_path / "fork", ["mc", "vtm", "mtm", "mvm"], QA,
                            env={"METHOD": "sum"}, meta=False, args=["--set", "model.fork_quirks=true"])
     assert state["config"]["model"]["fork_quirks"] is True and state["config"]["trainer"]["combiner"]["name"] == "sum"
 
 
 def test_missing_checkpoints_stop_with_the_path(tmp_path) -> None:
-    proc = run_script("violet_msvd_qa.sh", {"DATA_DIR": str(tmp_path)})
+    proc = run_script("paper/violet_msvd_qa.sh", {"DATA_DIR": str(tmp_path)})
     assert proc.returncode == 2 and "set INIT_MODEL to the official ckpt_violet_pretrain.pt" in proc.stderr
     (tmp_path / "pre.pt").touch()
-    proc = run_script("violet_msvd_qa.sh", {"DATA_DIR": str(tmp_path), "INIT_MODEL": str(tmp_path / "pre.pt"),
+    proc = run_script("paper/violet_msvd_qa.sh", {"DATA_DIR": str(tmp_path), "INIT_MODEL": str(tmp_path / "pre.pt"),
                                             "SWIN_INIT": str(tmp_path / "swin.pt")})
     assert proc.returncode == 2 and f"SWIN_INIT not found: {tmp_path / 'swin.pt'}" in proc.stderr
 
 
 def test_row_runs_under_torchrun_with_two_gloo_processes(tmp_path) -> None:
-    state = check_tiny_run("violet_tgif_frame.sh", tmp_path / "ddp", ["oe", "vtm", "mtm", "mvm"], QA,
+    state = check_tiny_run("paper/violet_tgif_frame.sh", tmp_path / "ddp", ["oe", "vtm", "mtm", "mvm"], QA,
                            env={"NGPU": "2", "OMP_NUM_THREADS": "1"})
     assert state["metrics"]["n"] > 0

@@ -1,4 +1,0 @@
-#!/usr/bin/env bash
-# VIOLET + MELTR: tgif_transition (see scripts/_row.sh for METHOD, DATA_DIR, OUTPUT_DIR, NGPU, TINY; INIT_MODEL, SWIN_INIT in
-# scripts/_row_violet.sh). DATA_DIR holds the frame pickle, the DALL-E code pickle and the json of configs/violet/tgif_transition.yaml.
-exec bash "$(dirname "${BASH_SOURCE[0]}")/_row.sh" violet tgif_transition "$@"
