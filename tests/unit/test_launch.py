@@ -218,8 +218,3 @@ def test_a_combiner_that_cannot_train_is_a_result(tmp_path, capsys) -> None:
     assert f"RESULT table 10 row te: cannot train, as the paper reports. {row['message']}" in capsys.readouterr().out
     res = read_run(out)
     assert (res.table, res.row, res.status, res.message) == ("10", "te", "cannot train", row["message"])
-
-
-def test_backbone_of_is_deprecated_and_reads_the_same_parse() -> None:
-    with pytest.deprecated_call(match="load_run"):
-        assert train_mod.backbone_of("configs/violet/msvd_qa.yaml", []) == "violet"

@@ -12,10 +12,8 @@ import torch
 
 from meltr import CombinerConfig, LossTransformerConfig, MetaConfig, MetaLearner, OptimConfig, Trainer, TrainerConfig
 from meltr.baselines import build_combiner
-from meltr.config import load
 from meltr.loss_transformer import PRESETS, LossTransformer, load_official_meltr, preset
-from scripts.recipes import recipe
-from scripts.train import backbone_of
+from scripts.run_config import load_run
 from tests.toy_models import ToyRegression, regression_batches
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,6 +118,6 @@ TABLE10 = ["trainer.combiner.preset=null"]  # scripts/ablation_table10.sh: SE / 
 )
 def test_every_paper_row_builds_the_paper_form(path: str, overrides: list[str]) -> None:
     full = str(ROOT / path)
-    cfg = load(full, recipe(backbone_of(full, overrides)).RunConfig, overrides).trainer.combiner
+    cfg = load_run(full, (), overrides)[1].trainer.combiner
     assert cfg.name == "meltr"
     assert build_combiner(cfg, [f"l{i}" for i in range(4)], "l0").cfg.residual == "none"

@@ -21,15 +21,13 @@ import pytest
 import torch
 
 from meltr.baselines import build_combiner
-from meltr.config import load
 from meltr.optim import build_optimizer
-from scripts.recipes import recipe
-from scripts.train import backbone_of
+from scripts.run_config import load_run
 
 ROOT = Path(__file__).resolve().parents[2]
 ROW_BACKBONES = ("univl", "violet", "allinone")
 # Every YAML under configs/<backbone>/ of these backbones is tested; none is skipped. The rule that makes a YAML a
-# paper-row config is that its launcher scripts/<backbone>_<stem>.sh exists (scripts/_row.sh reads
+# paper-row config is that its launcher scripts/paper/<backbone>_<stem>.sh exists (scripts/launch.py reads
 # configs/<backbone>/<row>.yaml); test_every_yaml_is_a_row_config fails on a YAML without one.
 ROW_CONFIGS = sorted(p for b in ROW_BACKBONES for p in (ROOT / "configs" / b).glob("*.yaml"))
 
@@ -88,9 +86,8 @@ def official(backbone: str, row: str) -> Official:
 
 def load_row(path: Path, overrides: tuple[str, ...] = ()) -> tuple[str, ModuleType, Any]:
     """``(backbone, recipe module, RunConfig)`` exactly as ``scripts/train.py`` ``main`` loads ``--config path``."""
-    backbone = backbone_of(str(path), list(overrides))
-    mod = recipe(backbone)
-    return backbone, mod, load(str(path), mod.RunConfig, list(overrides))
+    mod, cfg = load_run(path, (), overrides)
+    return cfg.backbone, mod, cfg
 
 
 MODEL_CLASS = {"univl": "UniVL", "violet": "Violet", "allinone": "AllInOne"}  # the class each recipe's build() makes
@@ -125,8 +122,8 @@ def _id(path: Path) -> str:
 def test_every_yaml_is_a_row_config() -> None:
     assert {p.parent.name for p in ROW_CONFIGS} == set(ROW_BACKBONES)
     for path in ROW_CONFIGS:
-        assert (ROOT / "scripts" / f"{path.parent.name}_{path.stem}.sh").is_file(), f"{_id(path)}: no row launcher"
-        assert backbone_of(str(path), []) == path.parent.name, _id(path)
+        assert (ROOT / "scripts" / "paper" / f"{path.parent.name}_{path.stem}.sh").is_file(), f"{_id(path)}: no row launcher"
+        assert load_run(path)[1].backbone == path.parent.name, _id(path)
     assert set(VIOLET_JSON) == {p.stem for p in ROW_CONFIGS if p.parent.name == "violet"}
 
 
