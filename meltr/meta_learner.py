@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from meltr.baselines import CombinerConfig, build_combiner
+from meltr.combiners import CombinerConfig, build_combiner
 from meltr.buffer import BufferPosition, buffer_state, restore_buffer
 from meltr.hypergrad import (
     ITD,

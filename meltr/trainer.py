@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from meltr import distributed as D
-from meltr.baselines import CombinerConfig
+from meltr.combiners import CombinerConfig
 from meltr.buffer import BufferMismatchError, BufferPosition
 from meltr.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from meltr.config import to_dict

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput, get_last_checkpoint
 
-from meltr.baselines import CombinerConfig
+from meltr.combiners import CombinerConfig
 from meltr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from meltr.interface import LOSSES_KEY, LossContractError, losses_of
 from meltr.meta_learner import MetaConfig, MetaLearner, to_device

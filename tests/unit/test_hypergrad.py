@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from meltr.baselines import LinearCombiner
+from meltr.combiners import LinearCombiner
 from meltr.hypergrad import (
     AIDCG,
     AIDFP,

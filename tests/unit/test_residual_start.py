@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from meltr import CombinerConfig, LossTransformerConfig, MetaConfig, MetaLearner, OptimConfig, Trainer, TrainerConfig
-from meltr.baselines import build_combiner
+from meltr.combiners import build_combiner
 from meltr.config import load
 from meltr.loss_transformer import PRESETS, LossTransformer, load_official_meltr, preset
 from scripts.recipes import recipe

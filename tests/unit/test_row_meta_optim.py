@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import torch
 
-from meltr.baselines import build_combiner
+from meltr.combiners import build_combiner
 from meltr.config import load
 from meltr.optim import build_optimizer
 from scripts.recipes import recipe

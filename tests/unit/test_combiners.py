@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from meltr.baselines import COMBINERS, CombinerConfig, build_combiner
+from meltr.combiners import COMBINERS, CombinerConfig, build_combiner
 from meltr.registry import Registry, RegistryError
 
 NAMES = ("a", "b", "c")
