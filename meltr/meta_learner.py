@@ -42,7 +42,6 @@ from torch.func import functional_call
 from meltr.combiners import CombinerConfig, build_combiner
 from meltr.buffer import BufferPosition, buffer_state, restore_buffer
 from meltr.hypergrad import (
-    ITD,
     CombinedObjective,
     Comm,
     HypergradConfig,
@@ -634,7 +633,8 @@ class MetaLearner:
             model: The model being fine-tuned (DDP wrappers are removed); its trainable parameters are
                 the backbone parameters ``w``.
             current: The latest training batch (used while the buffer is still empty).
-            lr: The backbone's current learning rate (needed by the ``itd`` scheme only).
+            lr: The backbone's current learning rate, passed to the hypergradient scheme (``itd`` unrolls a
+                step of this size unless ``meta.hypergrad.inner_lr`` is set; the other schemes ignore it).
 
         Returns:
             ``{"hypergrad_norm": ..., "meta_lr": ...}``.
@@ -660,12 +660,8 @@ class MetaLearner:
         def make_aux(losses_fn: Callable) -> CombinedObjective:
             return CombinedObjective(losses_fn, self.combiner, lambda: make_aux(self._functional_losses(model, names, self._draw(current))), self.comm)
 
-        if isinstance(self.hypergrad, ITD) and mcfg.hypergrad.inner_lr is None:
-            if lr is None:
-                raise ValueError("the itd scheme needs the backbone learning rate: pass lr= (or set meta.hypergrad.inner_lr)")
-            self.hypergrad.inner_lr = lr
         try:
-            grads = self.hypergrad(primary, make_aux(lt), params, self.meta_params, comm=self.comm)
+            grads = self.hypergrad(primary, make_aux(lt), params, self.meta_params, comm=self.comm, inner_lr=lr)
         except (RuntimeError, NotImplementedError) as exc:
             explained = _explained(model, mcfg.hypergrad.mode or "jvp", exc)
             if explained is exc:
