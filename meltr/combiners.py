@@ -4,7 +4,7 @@
 name       combined loss                                                learnable
 =========  ==========================================================  ==========
 meltr      ``LossTransformer(l)`` (paper eq. 4-5)                      yes
-single     ``l[primary]`` (fine-tuning on the target task only)        no
+single     ``l[target_loss]`` (fine-tuning on the target task only)    no
 sum        ``sum_t l_t`` (multi-task learning, "MTL")                  no
 fixed      ``sum_t c_t l_t`` with given coefficients (paper Table 7)   no
 linear     ``sum_t w_t l_t`` with learned ``w`` (Appendix D)           yes
@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from meltr.deprecation import renamed_kwargs
 from meltr.interface import Combiner
 from meltr.loss_transformer import LossTransformer, LossTransformerConfig, preset
 from meltr.registry import Registry
@@ -48,6 +49,7 @@ class CombinerConfig:
 
 
 CombinerFactory = Callable[[CombinerConfig, Sequence[str], str], Combiner]
+"""``factory(cfg, loss_names, target_loss) -> Combiner``: what :data:`COMBINERS` holds."""
 COMBINERS: Registry[CombinerFactory] = Registry("combiner")
 
 
@@ -57,12 +59,13 @@ def _check_width(losses: Tensor, t: int, who: str) -> None:
 
 
 class SingleTask(Combiner):
-    """Returns the primary loss only: plain fine-tuning."""
+    """Returns the target loss only: plain fine-tuning."""
 
-    def __init__(self, loss_names: Sequence[str], primary: str) -> None:
+    @renamed_kwargs(primary="target_loss")
+    def __init__(self, loss_names: Sequence[str], target_loss: str) -> None:
         super().__init__()
         self.loss_names = tuple(loss_names)
-        self.index = self.loss_names.index(primary)
+        self.index = self.loss_names.index(target_loss)
 
     def forward(self, losses: Tensor) -> Tensor:
         _check_width(losses, len(self.loss_names), "SingleTask")
@@ -109,23 +112,23 @@ class LinearCombiner(Combiner):
 
 
 @COMBINERS.register("meltr")
-def _meltr(cfg: CombinerConfig, loss_names: Sequence[str], primary: str) -> Combiner:
+def _meltr(cfg: CombinerConfig, loss_names: Sequence[str], target_loss: str) -> Combiner:
     mcfg: LossTransformerConfig = preset(cfg.preset) if cfg.preset else cfg.meltr
     return LossTransformer(mcfg, loss_names)
 
 
 @COMBINERS.register("single")
-def _single(cfg: CombinerConfig, loss_names: Sequence[str], primary: str) -> Combiner:
-    return SingleTask(loss_names, primary)
+def _single(cfg: CombinerConfig, loss_names: Sequence[str], target_loss: str) -> Combiner:
+    return SingleTask(loss_names, target_loss)
 
 
 @COMBINERS.register("sum")
-def _sum(cfg: CombinerConfig, loss_names: Sequence[str], primary: str) -> Combiner:
+def _sum(cfg: CombinerConfig, loss_names: Sequence[str], target_loss: str) -> Combiner:
     return SumCombiner(loss_names)
 
 
 @COMBINERS.register("fixed")
-def _fixed(cfg: CombinerConfig, loss_names: Sequence[str], primary: str) -> Combiner:
+def _fixed(cfg: CombinerConfig, loss_names: Sequence[str], target_loss: str) -> Combiner:
     unknown = sorted(set(cfg.coefficients) - set(loss_names))
     if unknown:
         raise ValueError(f"fixed combiner: coefficients for unknown losses {unknown}; losses are {tuple(loss_names)}")
@@ -136,12 +139,13 @@ def _fixed(cfg: CombinerConfig, loss_names: Sequence[str], primary: str) -> Comb
 
 
 @COMBINERS.register("linear")
-def _linear(cfg: CombinerConfig, loss_names: Sequence[str], primary: str) -> Combiner:
+def _linear(cfg: CombinerConfig, loss_names: Sequence[str], target_loss: str) -> Combiner:
     return LinearCombiner(loss_names, cfg.linear_init)
 
 
-def build_combiner(cfg: CombinerConfig, loss_names: Sequence[str], primary: str) -> Combiner:
-    """Builds the combiner ``cfg.name`` for a model's ``loss_names`` and its ``primary`` loss."""
-    if primary not in loss_names:
-        raise ValueError(f"primary loss {primary!r} is not one of the model's losses {tuple(loss_names)}")
-    return COMBINERS.get(cfg.name)(cfg, tuple(loss_names), primary)
+@renamed_kwargs(primary="target_loss")
+def build_combiner(cfg: CombinerConfig, loss_names: Sequence[str], target_loss: str) -> Combiner:
+    """Builds the combiner ``cfg.name`` for a model's ``loss_names`` and its ``target_loss``."""
+    if target_loss not in loss_names:
+        raise ValueError(f"target loss {target_loss!r} is not one of the model's losses {tuple(loss_names)}")
+    return COMBINERS.get(cfg.name)(cfg, tuple(loss_names), target_loss)

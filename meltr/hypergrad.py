@@ -46,6 +46,7 @@ from typing import Callable, Iterator, Literal, Protocol, Sequence
 import torch
 from torch import Tensor
 
+from meltr.deprecation import renamed_kwargs
 from meltr.interface import as_full_precision
 from meltr.registry import Registry
 
@@ -412,6 +413,7 @@ def mixed_product(
     return comm.mean(_graph_vjp(g, meta_params, p, retain=graph is not None))
 
 
+@renamed_kwargs(primary_index="target_index")
 def lite_from_graph(
     losses: Tensor,
     primary: Callable[[Tensor], Tensor],
@@ -422,7 +424,7 @@ def lite_from_graph(
     comm: Comm = LOCAL,
     aux: CombinedObjective | None = None,
     fd_eps: float | None = None,
-    primary_index: int | None = None,
+    target_index: int | None = None,
 ) -> tuple[Tensor, ...]:
     """AID-FP-Lite on one batch whose loss vector still holds its graph (the training step's own).
 
@@ -437,8 +439,9 @@ def lite_from_graph(
         mode: ``vjp``: ``c_t = <grad_w l_t, v>`` by one reverse pass per loss through the same graph;
             ``autograd``: the official ``create_graph`` path through the same graph; ``jvp``/``fd``: the
             directional derivatives of ``aux`` (the same batch evaluated again).
-        primary_index: When ``primary(l)`` is exactly ``l[primary_index]``, its slope ``<v_local, v>``
-            needs no reverse pass of its own in ``vjp`` mode.
+        target_index: When ``primary(l)`` is exactly ``l[target_index]`` (the target loss, no regulariser),
+            its slope ``<v_local, v>`` needs no reverse pass of its own in ``vjp`` mode (``primary_index=``
+            is its deprecated name).
     """
     if not meta_params:
         return ()
@@ -455,7 +458,7 @@ def lite_from_graph(
         mixed = comm.mean(_graph_vjp(g, meta_params, v))
         return _finish(direct, mixed)
     if mode == "vjp":
-        (c,) = comm.mean([_slopes(losses, params, v, primary_index, v_local)])
+        (c,) = comm.mean([_slopes(losses, params, v, target_index, v_local)])
     elif mode in ("jvp", "fd"):
         if aux is None:
             raise TypeError(f"mode {mode!r} evaluates the losses again: pass aux (the batch's CombinedObjective)")

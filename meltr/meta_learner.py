@@ -16,14 +16,14 @@ implementation of the meta step (Algorithm 1 as the official code runs it)::
 
     after the backbone update of step s, if s % K == 0 and the combiner is learnable:
         b_v, b_t = meta batches                          # official: two draws from the last 10 batches
-        L_P = l_primary(w; b_v) + gamma * |sum_t l_t(w; b_t) - combiner(l(w; b_t))|
+        L_P = l_target(w; b_v) + gamma * |sum_t l_t(w; b_t) - combiner(l(w; b_t))|
         phi.grad = hypergradient(L_P, combiner(l(w; b_t)))     # AID-FP-Lite by default
         clip; meta_optimizer.step()
     then the step's batches join the buffer
 
 Under data parallelism (``torch.distributed`` initialised) the loss vector is averaged over ranks before
 the combiner (value of the global mean, gradient of the local losses), and the meta step averages its
-primary gradient and directional derivatives explicitly (:mod:`meltr.distributed`).
+outer gradient and directional derivatives explicitly (:mod:`meltr.distributed`).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from meltr.combiners import CombinerConfig, build_combiner
 from meltr.buffer import BufferPosition, buffer_state, restore_buffer
+from meltr.combiners import CombinerConfig, build_combiner
 from meltr.hypergrad import (
     CombinedObjective,
     Comm,
@@ -50,6 +50,7 @@ from meltr.hypergrad import (
     full_precision_requested,
     lite_from_graph,
 )
+from meltr.deprecation import renamed_attribute, renamed_kwargs
 from meltr.interface import Combiner, LossContractError, check_losses, losses_of, stack_losses
 from meltr.optim import OptimConfig, build_optimizer, build_scheduler
 
@@ -79,7 +80,7 @@ class MetaConfig:
     gamma: float = 0.1  # regulariser strength (paper eq. 6; official 0.1, UniVL off unless --reg 1)
     reg: Literal["abs", "squared"] = "abs"  # official |sum l - MELTR(l)|, or its square
     reg_direct: bool = False  # also differentiate the regulariser w.r.t. phi directly (official: no)
-    # Meta batches: two draws from the last-N training batches (official), the primary from meta_loader, or
+    # Meta batches: two draws from the last-N training batches (official), the target loss's from meta_loader, or
     # "current": both are the step's own batch, at the weights before its update, v from its own graph.
     source: Literal["buffer", "loader", "current"] = "buffer"
     buffer_size: int = 10  # how many recent training batches the buffer keeps (official: 10)
@@ -205,7 +206,7 @@ def _model_loss_names(model: nn.Module) -> tuple[tuple[str, ...], str]:
             f"loss transformer's task index), or pass loss_names= to MetaLearner"
         )
     if target is None:
-        raise LossContractError(f"{name} has no target_loss: declare `target_loss = '<one of {tuple(names)}>'`, or pass primary=")
+        raise LossContractError(f"{name} has no target_loss: declare `target_loss = '<one of {tuple(names)}>'`, or pass target_loss=")
     return tuple(names), str(target)
 
 
@@ -244,13 +245,14 @@ class MetaLearner:
 
     Args:
         loss_names: The losses the model returns; the order is the loss transformer's task index.
-        primary: The target (fine-tuning) loss, one of ``loss_names``: the meta step optimises it.
+        target_loss: The target (fine-tuning) loss, one of ``loss_names``: the meta step optimises it
+            (``primary=`` is its deprecated name).
         combiner: Which combiner (``meltr``, ``single``, ``sum``, ``fixed``, ``linear``) and its options.
         meta: The meta step: K, gamma, meta batches, hypergradient scheme, meta optimiser.
         seed: Seed of the meta-batch draws (identical on all ranks).
         total_steps: Backbone steps planned; sizes a ``linear`` meta schedule (settable later through
             :meth:`set_total_steps`, before the first meta step).
-        meta_loader: Held-out batches for the primary side of the meta step (``meta.source="loader"``).
+        meta_loader: Held-out batches for the target-loss side of the meta step (``meta.source="loader"``).
         call: How to call the model on a batch; default ``model(batch)``.
         amp_dtype: Autocast dtype for the meta step's forwards (``torch.bfloat16`` / ``torch.float16``) on
             the model's device type (CUDA or CPU), matching the loop's backbone step; None: full precision.
@@ -263,10 +265,11 @@ class MetaLearner:
             advances) and counts it in :attr:`skipped_meta_steps`.
     """
 
+    @renamed_kwargs(primary="target_loss")
     def __init__(
         self,
         loss_names: Sequence[str],
-        primary: str,
+        target_loss: str,
         combiner: CombinerConfig | None = None,
         meta: MetaConfig | None = None,
         *,
@@ -285,11 +288,11 @@ class MetaLearner:
         self.cfg = meta if meta is not None else MetaConfig()
         self.cfg.validate()
         self.loss_names = tuple(loss_names)
-        if primary not in self.loss_names:
-            raise ValueError(f"primary loss {primary!r} is not one of the losses {self.loss_names}")
-        self.primary = primary
-        self.primary_index = self.loss_names.index(primary)
-        self.combiner: Combiner = build_combiner(self.combiner_cfg, self.loss_names, primary)
+        if target_loss not in self.loss_names:
+            raise ValueError(f"target loss {target_loss!r} is not one of the losses {self.loss_names}")
+        self.target_loss = target_loss
+        self.target_index = self.loss_names.index(target_loss)  # its index in the loss vector
+        self.combiner: Combiner = build_combiner(self.combiner_cfg, self.loss_names, target_loss)
         if device is not None:
             self.combiner.to(device)
         self.meta_params = [p for p in self.combiner.parameters() if p.requires_grad]
@@ -322,26 +325,31 @@ class MetaLearner:
         self.skipped_meta_steps = 0  # meta updates dropped for a non-finite hypergradient (nonfinite="skip")
         self._pending: tuple[int, tuple[Tensor, ...]] | None = None  # source=current: (step, hypergradient)
 
+    # Deprecated names of target_loss / target_index, read for one release.
+    primary = renamed_attribute("target_loss")
+    primary_index = renamed_attribute("target_index")
+
     @classmethod
+    @renamed_kwargs(primary="target_loss")
     def for_model(cls, model: nn.Module, combiner: CombinerConfig | None = None, meta: MetaConfig | None = None, *,
-                  primary: str | None = None, **kwargs: Any) -> "MetaLearner":
+                  target_loss: str | None = None, **kwargs: Any) -> "MetaLearner":
         """A meta-learner for a :class:`meltr.interface.MultiLossModel` (its ``loss_names`` and
-        ``target_loss``), on the device of the model's parameters.
+        ``target_loss``, unless ``target_loss=`` is given), on the device of the model's parameters.
 
         Raises:
-            LossContractError: the model declares no ``loss_names`` or no ``target_loss`` (and ``primary``
-                is not given).
+            LossContractError: the model declares no ``loss_names``, or no ``target_loss`` (and
+                ``target_loss=`` is not given).
         """
         model = unwrap_model(model)
         try:
             names, target = _model_loss_names(model)
         except LossContractError:
-            if primary is None or not getattr(model, "loss_names", None):
+            if target_loss is None or not getattr(model, "loss_names", None):
                 raise
-            names, target = tuple(model.loss_names), primary  # type: ignore[arg-type]
+            names, target = tuple(model.loss_names), target_loss  # type: ignore[arg-type]
         param = next(model.parameters(), None)
         kwargs.setdefault("device", param.device if param is not None else None)
-        learner = cls(names, primary or target, combiner, meta, **kwargs)
+        learner = cls(names, target_loss or target, combiner, meta, **kwargs)
         learner.model_name = type(model).__name__
         return learner
 
@@ -627,7 +635,7 @@ class MetaLearner:
         return self.cfg.gamma * (diff.abs() if self.cfg.reg == "abs" else diff.square())
 
     def step(self, model: nn.Module, current: Any, *, lr: float | None = None) -> dict[str, float]:
-        """One meta step now: the hypergradient of the primary loss w.r.t. the combiner, clipped, applied.
+        """One meta step now: the hypergradient of the target loss w.r.t. the combiner, clipped, applied.
 
         Args:
             model: The model being fine-tuned (DDP wrappers are removed); its trainable parameters are
@@ -647,21 +655,22 @@ class MetaLearner:
         b_t = b_v if (mcfg.share_batch and mcfg.source == "buffer") else self._draw(current)
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         names, params = [n for n, _ in named], [p for _, p in named]
-        pi = self.primary_index
+        pi = self.target_index
+        # The outer objective L_P: the target loss on b_v, plus the regulariser on b_t.
         lv = self._functional_losses(model, names, b_v)
         lt = lv if b_t is b_v else self._functional_losses(model, names, b_t)
         if mcfg.gamma == 0:
-            primary: Callable = lambda ps: lv(ps)[pi]
+            outer: Callable = lambda ps: lv(ps)[pi]
         elif lt is lv:
-            primary = lambda ps: (lambda l: l[pi] + self._regulariser(l))(lv(ps))
+            outer = lambda ps: (lambda l: l[pi] + self._regulariser(l))(lv(ps))
         else:
-            primary = SumObjective(lambda ps: lv(ps)[pi], lambda ps: self._regulariser(lt(ps)))
+            outer = SumObjective(lambda ps: lv(ps)[pi], lambda ps: self._regulariser(lt(ps)))
 
         def make_aux(losses_fn: Callable) -> CombinedObjective:
             return CombinedObjective(losses_fn, self.combiner, lambda: make_aux(self._functional_losses(model, names, self._draw(current))), self.comm)
 
         try:
-            grads = self.hypergrad(primary, make_aux(lt), params, self.meta_params, comm=self.comm, inner_lr=lr)
+            grads = self.hypergrad(outer, make_aux(lt), params, self.meta_params, comm=self.comm, inner_lr=lr)
         except (RuntimeError, NotImplementedError) as exc:
             explained = _explained(model, mcfg.hypergrad.mode or "jvp", exc)
             if explained is exc:
@@ -684,11 +693,11 @@ class MetaLearner:
                                 f"combine(output, model, batch=batch), or use mode 'vjp' (reuses the graph)")
             names = [n for n, p in module.named_parameters() if p.requires_grad]
             aux = CombinedObjective(self._functional_losses(module, names, batch), self.combiner, None, self.comm)
-        pi = self.primary_index
-        primary = (lambda l: l[pi]) if self.cfg.gamma == 0 else (lambda l: l[pi] + self._regulariser(l, globalised=True))
+        pi = self.target_index
+        outer = (lambda l: l[pi]) if self.cfg.gamma == 0 else (lambda l: l[pi] + self._regulariser(l, globalised=True))
         try:
-            return lite_from_graph(losses, primary, self.combiner, params, self.meta_params, mode, self.comm, aux,
-                                   self.cfg.hypergrad.fd_eps, primary_index=pi if self.cfg.gamma == 0 else None)
+            return lite_from_graph(losses, outer, self.combiner, params, self.meta_params, mode, self.comm, aux,
+                                   self.cfg.hypergrad.fd_eps, target_index=pi if self.cfg.gamma == 0 else None)
         except (RuntimeError, NotImplementedError) as exc:
             explained = _explained(module, mode, exc)
             if explained is exc:

@@ -26,16 +26,17 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Literal, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from meltr import distributed as D
-from meltr.combiners import CombinerConfig
 from meltr.buffer import BufferMismatchError, BufferPosition
 from meltr.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from meltr.combiners import CombinerConfig
 from meltr.config import to_dict
+from meltr.deprecation import renamed_attribute, renamed_fields
 from meltr.interface import LossContractError
 from meltr.log import RunLogger, peak_memory, reset_peak_memory, setup_logging
 from meltr.meta_learner import (BUFFER_STATE_KEYS, CombinerTrainingError, MetaConfig, MetaLearner, NonFiniteError, NonFinitePolicy,
@@ -48,12 +49,17 @@ __all__ = ["MetaConfig", "TrainerConfig", "Trainer", "CombinerTrainingError", "N
 log = logging.getLogger(__name__)
 
 
+@renamed_fields
 @dataclass
 class TrainerConfig:
     """Everything the trainer needs besides the model and the data."""
 
+    # Keys renamed since the last release: meltr.config reads the old one (YAML files, checkpoints' stored
+    # run configs) with a warning; @renamed_fields keeps TrainerConfig(primary=...) and .primary working.
+    RENAMED: ClassVar[dict[str, str]] = {"primary": "target_loss"}
+
     combiner: CombinerConfig = field(default_factory=CombinerConfig)  # meltr, single, sum, fixed, linear
-    primary: str | None = None  # primary (target) loss name; None = model.target_loss
+    target_loss: str | None = None  # the loss the meta step optimises; None = model.target_loss
     epochs: int = 3  # training epochs (ignored when max_steps is set)
     max_steps: int | None = None  # optimiser steps to train; set, it wins over epochs
     grad_accum: int = 1  # micro-batches per optimiser step
@@ -149,7 +155,7 @@ class Trainer:
         cfg: Trainer configuration.
         train_loader: Iterable of batches (a DataLoader; use :class:`meltr.sampler.EpochSampler` and a
             ``generator`` for exact mid-epoch resume). Under ``torchrun`` a plain DataLoader is sharded.
-        meta_loader: Held-out batches for the primary side of the meta step (``meta.source="loader"``).
+        meta_loader: Held-out batches for the target-loss side of the meta step (``meta.source="loader"``).
         eval_fn: ``eval_fn(model) -> {metric: value}``, called on every rank; rank 0's values are used.
         run_dir: Where ``metrics.jsonl``, TensorBoard events and checkpoints go (None: nothing written).
         device: Defaults to CUDA when available (this rank's GPU under ``torchrun``).
@@ -183,15 +189,15 @@ class Trainer:
         self.steps_per_epoch = self._steps_per_epoch()
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
-        self.meta = MetaLearner.for_model(model, cfg.combiner, cfg.meta, primary=cfg.primary, seed=cfg.seed, total_steps=self.total_steps,
+        self.meta = MetaLearner.for_model(model, cfg.combiner, cfg.meta, target_loss=cfg.target_loss, seed=cfg.seed, total_steps=self.total_steps,
                                           meta_loader=meta_loader, amp_dtype=self.amp_dtype, device=self.device,
                                           nonfinite=cfg.nonfinite)
         if meta_loader is not None and self.meta.learnable and cfg.meta.source == "loader" \
                 and hasattr(meta_loader, "generator") and not isinstance(getattr(meta_loader, "generator"), torch.Generator):
             log.warning("meta_loader has no generator: creating its iterator consumes the global RNG, so resume is not bit-exact "
                         "(give it generator=torch.Generator())")
-        self.loss_names, self.primary = self.meta.loss_names, self.meta.primary
-        self.primary_index = self.meta.primary_index
+        self.loss_names, self.target_loss = self.meta.loss_names, self.meta.target_loss
+        self.target_index = self.meta.target_index
         # Checkpoints store the meta buffer as positions when the loader can read a batch again by position.
         self._positions = cfg.meta.checkpoint_buffer == "positions" and _reads_by_position(self.train_loader)
         self.net = D.wrap_ddp(self.model, self.device)
@@ -216,6 +222,10 @@ class Trainer:
         self.skipped_steps = 0  # backbone updates dropped for a non-finite loss or gradient (nonfinite="skip")
         self._pending_eval = False  # resumed from a last.pt written before its evaluation: evaluate first
         self.epoch_stats: list[dict[str, Any]] = []  # per-epoch time and peak memory of this process's fit()
+
+    # Deprecated names of target_loss / target_index, read for one release.
+    primary = renamed_attribute("target_loss")
+    primary_index = renamed_attribute("target_index")
 
     @property
     def combiner(self) -> nn.Module:
@@ -346,7 +356,7 @@ class Trainer:
                 "skipped_steps": self.skipped_steps,
             }
         )
-        self.logger.progress(0, loss=combined, **{self.primary: vals[self.primary_index]})
+        self.logger.progress(0, loss=combined, **{self.target_loss: vals[self.target_index]})
         # The log line shows the means since the previous line (the record above is this step's values).
         means = self.meta.pop_metrics()
         if self.rank == 0:
@@ -483,9 +493,9 @@ class Trainer:
             self._pending_eval = False
             self._save_and_evaluate(evaluate=True, save=self.run_dir is not None, pre_save=False)
         if self.rank == 0:
-            log.info("training %s for %d steps (%d per epoch) from step %d: combiner %s, primary loss %r, %d rank(s), %s",
+            log.info("training %s for %d steps (%d per epoch) from step %d: combiner %s, target loss %r, %d rank(s), %s",
                      type(self.model).__name__, self.total_steps, self.steps_per_epoch, self.step, self.meta.combiner_cfg.name,
-                     self.primary, D.world_size(), self.device)
+                     self.target_loss, D.world_size(), self.device)
         while self.step < self.total_steps and (self.cfg.max_steps is not None or self.epoch < self.cfg.epochs):
             started, first_batch = time.perf_counter(), self.batch_in_epoch
             reset_peak_memory(self.device)

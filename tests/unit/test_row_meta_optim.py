@@ -114,9 +114,8 @@ def model_losses(backbone: str, mod: ModuleType, cfg: Any) -> tuple[tuple[str, .
 
 def meta_optimizer(cfg: Any, loss_names: tuple[str, ...], target: str) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """The combiner and its optimiser as the trainer builds them: ``build_combiner`` for the model's losses and
-    primary, then ``build_optimizer(combiner.named_parameters(), trainer.meta.optim)``."""
-    primary = cfg.trainer.primary or target
-    combiner = build_combiner(cfg.trainer.combiner, loss_names, primary)
+    target loss, then ``build_optimizer(combiner.named_parameters(), trainer.meta.optim)``."""
+    combiner = build_combiner(cfg.trainer.combiner, loss_names, cfg.trainer.target_loss or target)
     return combiner, build_optimizer(combiner.named_parameters(), cfg.trainer.meta.optim)
 
 
