@@ -108,7 +108,7 @@ def model_losses(backbone: str, mod: ModuleType, cfg: Any) -> tuple[tuple[str, .
     these two attributes from it; test_model_losses_match_the_built_model checks that)."""
     mcfg = model_config(backbone, mod, cfg)
     if backbone == "allinone":
-        return tuple(mcfg.loss_names), mcfg.primary  # AllInOne.__init__
+        return tuple(mcfg.loss_names), mcfg.target_loss  # AllInOne.__init__
     return tuple(mcfg.losses), mcfg.target_loss  # UniVL.__init__, Violet.__init__
 
 
