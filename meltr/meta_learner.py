@@ -39,8 +39,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from meltr.buffer import BufferPosition, buffer_state, restore_buffer
+from meltr.buffer import BUFFER_STATE_KEYS, BufferPosition, CheckpointBuffer, MetaBuffer, restore_buffer
 from meltr.combiners import CombinerConfig, build_combiner
+from meltr.deprecation import renamed_attribute, renamed_kwargs
 from meltr.hypergrad import (
     CombinedObjective,
     Comm,
@@ -50,27 +51,16 @@ from meltr.hypergrad import (
     full_precision_requested,
     lite_from_graph,
 )
-from meltr.deprecation import renamed_attribute, renamed_kwargs
 from meltr.interface import Combiner, LossContractError, check_losses, losses_of, stack_losses
+from meltr.model_call import BoundCall, ModelCall, call_batch, explain_meta_error, to_device, unwrap_model
 from meltr.optim import OptimConfig, build_optimizer, build_scheduler
 
+# ModelCall, unwrap_model, to_device (meltr.model_call) and CheckpointBuffer, BUFFER_STATE_KEYS (meltr.buffer)
+# live in their own modules; they stay importable from here.
 __all__ = ["MetaConfig", "MetaLearner", "CombinerTrainingError", "NonFiniteError", "NonFinitePolicy", "ModelCall", "unwrap_model",
            "to_device", "CheckpointBuffer", "BUFFER_STATE_KEYS"]
 
 log = logging.getLogger(__name__)
-
-ModelCall = Callable[[nn.Module, Any], Any]
-"""How a loop calls its model on a batch: ``call(model, batch) -> output`` (default ``model(batch)``;
-Hugging Face models take ``model(**batch)``). The output holds the named losses (see
-:func:`meltr.interface.losses_of`)."""
-
-CheckpointBuffer = Literal["positions", "batches", "none"]
-"""What a checkpoint keeps of the meta buffer: each batch's position and fingerprint (re-read at resume),
-the batches themselves, or nothing (see :attr:`MetaConfig.checkpoint_buffer`)."""
-
-BUFFER_STATE_KEYS = ("buffer", "buffer_saved", "buffer_positions", "buffer_fingerprints")
-"""The keys of :meth:`MetaLearner.state_dict` that describe the buffer (each rank's own, under DDP)."""
-
 
 @dataclass
 class MetaConfig:
@@ -148,54 +138,6 @@ def _fmt_losses(names: Sequence[str], values: Tensor | None) -> str:
     return ", ".join(f"{n}={v:.4g}" for n, v in zip(names, values.detach().float().reshape(-1).tolist()))
 
 
-_DATA_PARALLEL = (nn.parallel.DistributedDataParallel, nn.DataParallel)
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module under data-parallel wrappers (``DistributedDataParallel``, ``DataParallel``), also
-    when ``torch.compile`` wrapped one (``torch.compile(DDP(model))``).
-
-    The meta step evaluates the model functionally; DDP's reducer must not see those passes. A compiled
-    model that wraps no data-parallel module is kept: the meta step's forwards run its compiled graphs
-    (``functional_call`` over its ``_orig_mod.`` parameter names).
-    """
-    while True:
-        compiled_inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
-        if isinstance(compiled_inner, _DATA_PARALLEL):
-            model = compiled_inner
-        elif isinstance(model, _DATA_PARALLEL):
-            model = model.module
-        else:
-            return model
-
-
-def to_device(obj: Any, device: torch.device) -> Any:
-    """``obj`` with every tensor inside (dicts, lists, tuples, nested) moved to ``device``."""
-    if isinstance(obj, Tensor):
-        return obj.to(device, non_blocking=True)
-    if isinstance(obj, Mapping):
-        return {k: to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_device(v, device) for v in obj)
-    return obj
-
-
-def _call_batch(model: nn.Module, batch: Any) -> Any:
-    return model(batch)
-
-
-class _Bound(nn.Module):
-    """``call(model, batch)`` as a module, so ``functional_call`` can swap the model's parameters."""
-
-    def __init__(self, model: nn.Module, call: ModelCall) -> None:
-        super().__init__()
-        self.model = model
-        self.call = call
-
-    def forward(self, batch: Any) -> Any:
-        return self.call(self.model, batch)
-
-
 def _model_loss_names(model: nn.Module) -> tuple[tuple[str, ...], str]:
     name = type(model).__name__
     names = getattr(model, "loss_names", None)
@@ -208,36 +150,6 @@ def _model_loss_names(model: nn.Module) -> tuple[tuple[str, ...], str]:
     if target is None:
         raise LossContractError(f"{name} has no target_loss: declare `target_loss = '<one of {tuple(names)}>'`, or pass target_loss=")
     return tuple(names), str(target)
-
-
-def _explained(model: nn.Module, mode: str, exc: BaseException) -> BaseException:
-    """The meta step's failure ``exc`` as a :class:`LossContractError` saying what to change, when the
-    model cannot support the mode (an operation without forward-mode AD / double backward, reentrant
-    checkpointing); otherwise ``exc`` itself."""
-    if isinstance(exc, NotImplementedError) or "forward AD" in str(exc) or "derivative for" in str(exc):
-        return LossContractError(
-            f"the meta step's mode {mode!r} needs forward-mode AD or a double backward through "
-            f"{type(model).__name__}, which one of its operations lacks ({str(exc).splitlines()[0][:160]}): "
-            f"use a first-order mode, meta.hypergrad.mode: vjp (exact) or fd")
-    if isinstance(exc, RuntimeError) and _reentrant_checkpointing(model, exc):
-        return LossContractError(
-            f"{type(model).__name__} uses reentrant gradient checkpointing, which supports neither the "
-            f"forward-mode AD nor the double backward of the meta step: use non-reentrant checkpointing "
-            f"(torch.utils.checkpoint.checkpoint(..., use_reentrant=False); Hugging Face: "
-            f"model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={{'use_reentrant': False}}))")
-    return exc
-
-
-def _reentrant_checkpointing(model: nn.Module, exc: RuntimeError) -> bool:
-    """Whether ``exc`` comes from reentrant activation checkpointing inside ``model``: its autograd
-    Function has no forward-mode rule (``setup_context``) and detaches its inputs (no double backward)."""
-    for module in model.modules():  # Hugging Face models keep a functools.partial of checkpoint here
-        fn = getattr(module, "_gradient_checkpointing_func", None)
-        if fn is not None and getattr(module, "gradient_checkpointing", False):
-            if getattr(fn, "keywords", {}).get("use_reentrant", True):
-                return True
-    text = str(exc)
-    return "setup_context" in text or "CheckpointFunction" in text
 
 
 class MetaLearner:
@@ -299,7 +211,7 @@ class MetaLearner:
         if self.cfg.source == "loader" and meta_loader is None and self.learnable:
             raise ValueError("meta.source='loader' needs a meta_loader")
         self.meta_loader = meta_loader
-        self.call = call or _call_batch
+        self.call = call or call_batch
         self.amp_dtype = amp_dtype
         self.hypergrad = build_hypergrad(self.cfg.hypergrad)
         self.total_steps = total_steps
@@ -307,12 +219,7 @@ class MetaLearner:
             self.optimizer = build_optimizer(self.combiner.named_parameters(), self.cfg.optim)
             self.scheduler = build_scheduler(self.optimizer, self.cfg.optim, self._meta_steps_planned())
         self.generator = torch.Generator().manual_seed(seed)
-        self.buffer: list[Any] = []
-        # Parallel to the buffer: where each batch came from (None: unknown) and its fingerprint (computed
-        # at the first checkpoint that needs it, then kept).
-        self.buffer_positions: list[BufferPosition | None] = []
-        self._fingerprints: list[str | None] = []
-        self._warned_unpositioned = False
+        self.replay = MetaBuffer(self.cfg.buffer_size, self.cfg.buffer_evict, self.generator)
         self.steps = 0  # backbone steps seen by maybe_step
         self.meta_pos = 0  # batches consumed from meta_loader
         self.last_losses: Tensor | None = None  # the loss vector of the last combine() (global mean under DDP)
@@ -354,6 +261,16 @@ class MetaLearner:
         return learner
 
     # ------------------------------------------------------------------ properties
+
+    @property
+    def buffer(self) -> list[Any]:
+        """The buffered training batches, oldest first (see :attr:`replay`)."""
+        return self.replay.batches
+
+    @property
+    def buffer_positions(self) -> list[BufferPosition | None]:
+        """Where each buffered batch came from, ``(epoch, index)``, or None when unknown."""
+        return self.replay.positions
 
     @property
     def learnable(self) -> bool:
@@ -562,28 +479,8 @@ class MetaLearner:
                 checkpoint then stores the position and a fingerprint instead of the batch, and
                 :meth:`load_state_dict` re-reads it through ``fetch``. None: the batch itself is stored.
         """
-        if not self.learnable:
-            return
-        self.buffer.append(batch)
-        self.buffer_positions.append(None if position is None else (int(position[0]), int(position[1])))
-        self._fingerprints.append(None)
-        if len(self.buffer) <= self.cfg.buffer_size:
-            return
-        if self.cfg.buffer_evict == "fifo":
-            gone = 0
-        else:
-            # VIOLET / All-in-one: evict one of the first N entries with weights 1..N (older entries are
-            # the least likely to go; the newest entry is never evicted at that moment).
-            k = self.cfg.buffer_size
-            weights = torch.arange(1, k + 1, dtype=torch.float)
-            gone = int(torch.multinomial(weights, 1, generator=self.generator))
-        for entries in (self.buffer, self.buffer_positions, self._fingerprints):
-            entries.pop(gone)
-
-    def _draw(self, current: Any) -> Any:
-        if not self.buffer:
-            return current
-        return self.buffer[int(torch.randint(len(self.buffer), (1,), generator=self.generator))]
+        if self.learnable:
+            self.replay.add(batch, position)
 
     def _next_meta_batch(self) -> Any:
         assert self.meta_loader is not None
@@ -612,10 +509,10 @@ class MetaLearner:
         """``params -> [T]`` local losses of ``batch`` at the given backbone parameter values."""
         device = next(model.parameters()).device
         batch = to_device(batch, device)
-        if self.call is _call_batch:
+        if self.call is call_batch:
             module, prefix = model, ""
         else:
-            module, prefix = _Bound(model, self.call), "model."
+            module, prefix = BoundCall(model, self.call), "model."
         keys = [prefix + n for n in names]
 
         def losses(params: Any) -> Tensor:
@@ -651,8 +548,8 @@ class MetaLearner:
             return {}
         model = unwrap_model(model)
         mcfg = self.cfg
-        b_v = self._next_meta_batch() if mcfg.source == "loader" else self._draw(current)
-        b_t = b_v if (mcfg.share_batch and mcfg.source == "buffer") else self._draw(current)
+        b_v = self._next_meta_batch() if mcfg.source == "loader" else self.replay.draw(current)
+        b_t = b_v if (mcfg.share_batch and mcfg.source == "buffer") else self.replay.draw(current)
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         names, params = [n for n, _ in named], [p for _, p in named]
         pi = self.target_index
@@ -667,12 +564,12 @@ class MetaLearner:
             outer = SumObjective(lambda ps: lv(ps)[pi], lambda ps: self._regulariser(lt(ps)))
 
         def make_aux(losses_fn: Callable) -> CombinedObjective:
-            return CombinedObjective(losses_fn, self.combiner, lambda: make_aux(self._functional_losses(model, names, self._draw(current))), self.comm)
+            return CombinedObjective(losses_fn, self.combiner, lambda: make_aux(self._functional_losses(model, names, self.replay.draw(current))), self.comm)
 
         try:
             grads = self.hypergrad(outer, make_aux(lt), params, self.meta_params, comm=self.comm, inner_lr=lr)
         except (RuntimeError, NotImplementedError) as exc:
-            explained = _explained(model, mcfg.hypergrad.mode or "jvp", exc)
+            explained = explain_meta_error(model, mcfg.hypergrad.mode or "jvp", exc)
             if explained is exc:
                 raise
             raise explained from exc
@@ -699,7 +596,7 @@ class MetaLearner:
             return lite_from_graph(losses, outer, self.combiner, params, self.meta_params, mode, self.comm, aux,
                                    self.cfg.hypergrad.fd_eps, target_index=pi if self.cfg.gamma == 0 else None)
         except (RuntimeError, NotImplementedError) as exc:
-            explained = _explained(module, mode, exc)
+            explained = explain_meta_error(module, mode, exc)
             if explained is exc:
                 raise
             raise explained from exc
@@ -749,22 +646,6 @@ class MetaLearner:
         cfg = getattr(self.combiner, "cfg", None)
         return getattr(cfg, "residual", None)
 
-    def _buffer_state(self) -> dict[str, Any]:
-        """The buffer as ``meta.checkpoint_buffer`` asks (:data:`BUFFER_STATE_KEYS`): ``buffer`` (the
-        batches, or empty), ``buffer_saved`` (whether the batches are stored), ``buffer_positions`` and
-        ``buffer_fingerprints`` (lists when stored by position, else None)."""
-        mode = self.cfg.checkpoint_buffer
-        if mode == "positions" and None in self.buffer_positions:
-            if not self._warned_unpositioned:
-                self._warned_unpositioned = True
-                log.warning(
-                    "meta.checkpoint_buffer is 'positions', but %d of the %d buffered batches have no position (meltr.Trainer "
-                    "gives positions for a DataLoader whose sampler can start mid-epoch, e.g. meltr.EpochSampler; observe() and "
-                    "maybe_step() without positions= give none): checkpoints store the batches themselves, as with "
-                    "meta.checkpoint_buffer: batches", self.buffer_positions.count(None), len(self.buffer))
-            mode = "batches"
-        return buffer_state(self.buffer, self.buffer_positions, self._fingerprints, mode)  # type: ignore[arg-type]
-
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: combiner, meta optimiser and schedule, meta RNG,
         buffer (per ``meta.checkpoint_buffer``: positions and fingerprints, the batches, or nothing),
@@ -773,7 +654,7 @@ class MetaLearner:
             "loss_names": list(self.loss_names),
             "combiner": self.combiner.state_dict(),
             "generator": self.generator.get_state(),
-            **self._buffer_state(),
+            **self.replay.state(self.cfg.checkpoint_buffer),  # type: ignore[arg-type]
             "steps": self.steps,
             "meta_pos": self.meta_pos,
             "skipped_meta_steps": self.skipped_meta_steps,
@@ -812,8 +693,8 @@ class MetaLearner:
                 f"residual={form!r}: the same weights compute another loss; resume with combiner.meltr.residual={saved!r}"
             )
         # Before any change: it may raise.
-        buffer, positions, fingerprints = restore_buffer(state, fetch, mode=self.cfg.checkpoint_buffer,  # type: ignore[arg-type]
-                                                         refills=self.learnable and self.cfg.source == "buffer")
+        restored = restore_buffer(state, fetch, mode=self.cfg.checkpoint_buffer,  # type: ignore[arg-type]
+                                  refills=self.learnable and self.cfg.source == "buffer")
         self.combiner.load_state_dict(state["combiner"])
         if self.learnable:
             if "optimizer" not in state:
@@ -821,7 +702,7 @@ class MetaLearner:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
-        self.buffer, self.buffer_positions, self._fingerprints = buffer, positions, fingerprints
+        self.replay.restore(restored)
         self.steps, self.meta_pos = int(state["steps"]), int(state["meta_pos"])
         self.skipped_meta_steps = int(state.get("skipped_meta_steps", 0))  # absent before issue 14
         self._meta_iter = None

@@ -38,7 +38,8 @@ from meltr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from meltr.combiners import CombinerConfig
 from meltr.deprecation import renamed_kwargs
 from meltr.interface import LOSSES_KEY, LossContractError, losses_of
-from meltr.meta_learner import MetaConfig, MetaLearner, to_device
+from meltr.meta_learner import MetaConfig, MetaLearner
+from meltr.model_call import to_device
 
 __all__ = ["MeltrTrainer", "META_STATE_NAME"]
 
