@@ -21,7 +21,6 @@ import datetime
 import itertools
 import logging
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -32,15 +31,16 @@ import torch
 from torch import Tensor, nn
 
 from meltr import distributed as D
-from meltr.buffer import BufferMismatchError, BufferPosition
+from meltr.buffer import BUFFER_STATE_KEYS, BufferMismatchError, BufferPosition
 from meltr.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from meltr.checkpoint_set import merge_rank_file, save_set
 from meltr.combiners import CombinerConfig
 from meltr.config import to_dict
 from meltr.deprecation import renamed_attribute, renamed_fields
 from meltr.interface import LossContractError
 from meltr.log import RunLogger, peak_memory, reset_peak_memory, setup_logging
-from meltr.meta_learner import (BUFFER_STATE_KEYS, CombinerTrainingError, MetaConfig, MetaLearner, NonFiniteError, NonFinitePolicy,
-                                to_device)
+from meltr.meta_learner import CombinerTrainingError, MetaConfig, MetaLearner, NonFiniteError, NonFinitePolicy
+from meltr.model_call import to_device
 from meltr.optim import OptimConfig, build_optimizer, build_scheduler
 from meltr.sampler import EpochSampler
 
@@ -139,11 +139,6 @@ def _shard_loader(loader: Iterable, seed: int) -> Iterable:
         worker_init_fn=loader.worker_init_fn, generator=loader.generator or torch.Generator(),
         persistent_workers=loader.persistent_workers if loader.num_workers > 0 else False,
     )
-
-
-def _rank_file(path: Path, rank: int, save_id: str) -> Path:
-    """Where rank ``rank`` > 0 writes its part of the checkpoint set committed as ``path``."""
-    return path.with_name(f"{path.name}.rank{rank}.{save_id}")
 
 
 class Trainer:
@@ -609,14 +604,10 @@ class Trainer:
         return state
 
     def save(self, path: str | Path, *, pending_eval: bool = False) -> None:
-        """Writes the training state as one commit: the rank files first, ``path`` last.
-
-        Under data parallelism every rank ``r > 0`` writes its own state (RNG, meta RNG, buffer) to
-        ``<path>.rank<r>.<save_id>``, stamped with the step and a per-save id; after a barrier confirms
-        that every rank file is on disk, rank 0 writes ``path`` (the full state and the commit record,
-        naming the same ``save_id``), as ``torch.distributed.checkpoint`` writes ``.metadata`` last. Only
-        after a second barrier are the rank files of earlier saves removed, so a job killed at any point
-        leaves a complete set: the previous one or the new one. Every file is written atomically.
+        """Writes the training state as one checkpoint set (:func:`meltr.checkpoint_set.save_set`): under
+        data parallelism every rank ``r > 0`` writes its own state (RNG, meta RNG, buffer) to
+        ``<path>.rank<r>.<save_id>`` first, rank 0 writes ``path`` (the full state and the commit record)
+        last; a job killed at any point leaves the previous set or the new one. Every file is atomic.
 
         Args:
             path: Usually ``run_dir/last.pt``.
@@ -624,23 +615,9 @@ class Trainer:
                 evaluation first.
         """
         path = Path(path)
-        # os.urandom, not torch: a save must never draw from the RNGs it records.
-        save_id = f"s{self.step:08d}-{os.urandom(4).hex()}"
-        if D.is_distributed():
-            save_id = str(D.broadcast_object(save_id))
-            if self.rank > 0:
-                save_checkpoint({"format_version": FORMAT_VERSION, "kind": "rank", "rank": self.rank, "step": self.step,
-                                 "save_id": save_id, **self._rank_state()}, _rank_file(path, self.rank, save_id))
-            D.barrier()  # every rank file is on disk before the commit record
-        if self.rank == 0:
-            save_checkpoint({**self.state_dict(), "save_id": save_id, "pending_eval": pending_eval}, path)
+        save_set(path, self.step, lambda: {**self.state_dict(), "pending_eval": pending_eval}, self._rank_state)
         if self.run_dir is not None and path == self.run_dir / "last.pt":
             self._saved_at = self.step
-        D.barrier()  # committed: the older sets can go
-        if self.rank > 0:
-            for old in [*path.parent.glob(f"{path.name}.rank{self.rank}.s*"), path.with_name(f"{path.name}.rank{self.rank}")]:
-                if old.name != _rank_file(path, self.rank, save_id).name:
-                    old.unlink(missing_ok=True)
 
     def save_weights(self, path: str | Path) -> None:
         """Writes :meth:`weights_dict` atomically on rank 0 (``best.pt``: no optimiser state, no buffer)."""
@@ -684,7 +661,7 @@ class Trainer:
         path = Path(path)
         state = dict(load_checkpoint(path, map_location=self.device))
         if D.is_distributed() and state.get("world_size") == D.world_size():
-            self._check_set(path, state)
+            merge_rank_file(path, state, self.device)
         saved = ((state.get("config") or {}).get("trainer") or {}).get("combiner") or {}
         ours = self.meta.combiner_cfg.name
         if isinstance(saved, dict) and saved.get("name") not in (None, ours):
@@ -706,35 +683,6 @@ class Trainer:
             raise mismatch if mismatch is not None else BufferMismatchError(f"on another rank: {found[0]}")
         self.logger.log({"kind": "resume", "step": self.step, "epoch": self.epoch, "from": str(path)})
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch)
-
-    def _check_set(self, path: Path, state: dict[str, Any]) -> None:
-        """Merges this rank's file into ``state`` after every rank confirmed that its file belongs to
-        the save ``path`` commits (the same ``save_id`` and step); raises on all ranks otherwise."""
-        save_id = state.get("save_id")
-        local: Mapping[str, Any] | None = None
-        if self.rank == 0:
-            info = (str(path), state.get("step"), save_id, None)
-        else:
-            # Sets written before issue 14 have no save_id: their rank file is <path>.rank<r>, unchecked.
-            rank_path = _rank_file(path, self.rank, save_id) if save_id else path.with_name(f"{path.name}.rank{self.rank}")
-            try:
-                local = load_checkpoint(rank_path, map_location=self.device)
-                info = (str(rank_path), local.get("step"), local.get("save_id"), None)
-            except (OSError, CheckpointError) as exc:
-                info = (str(rank_path), None, None, str(exc))
-        infos = D.gather_objects(info)  # every rank sees every rank's answer, so all raise or none does
-        broken = [i for i in infos[1:] if i[3] is not None or (save_id is not None and (i[2] != save_id or i[1] != infos[0][1]))]
-        if broken:
-            listing = "; ".join(f"{f}: " + (f"unreadable ({err})" if err else f"step {st}, save {sid}") for f, st, sid, err in infos)
-            raise CheckpointError(
-                f"{path} and its rank files are not one checkpoint set ({listing}): resume from a complete set "
-                f"(every rank file with the save id {save_id} that {path.name} names)"
-            )
-        if save_id is None:
-            log.warning("%s has no save id (written before issue 14): its rank files cannot be checked against it", path)
-        if local is not None:
-            state["rng"] = local["rng"]
-            state["meta"] = {**state.get("meta", {}), **local["meta"]}
 
     def export(self, path: str | Path) -> Path:
         """Writes the model's weights alone to a ``safetensors`` file, loadable into the bare model with
