@@ -69,6 +69,7 @@ def merge_rank_file(path: Path, state: dict[str, Any], device: torch.device) -> 
     save_id = state.get("save_id")
     rank = D.rank()
     local: Mapping[str, Any] | None = None
+    info: tuple[str, Any, Any, str | None]  # (file, step, save id, error)
     if rank == 0:
         info = (str(path), state.get("step"), save_id, None)
     else:
@@ -79,7 +80,7 @@ def merge_rank_file(path: Path, state: dict[str, Any], device: torch.device) -> 
             info = (str(rank_path), local.get("step"), local.get("save_id"), None)
         except (OSError, CheckpointError) as exc:
             info = (str(rank_path), None, None, str(exc))
-    infos = D.gather_objects(info)  # every rank sees every rank's answer, so all raise or none does
+    infos: list[tuple[str, Any, Any, str | None]] = D.gather_objects(info)  # type: ignore[assignment]  # all ranks see all answers: all raise or none does
     broken = [i for i in infos[1:] if i[3] is not None or (save_id is not None and (i[2] != save_id or i[1] != infos[0][1]))]
     if broken:
         listing = "; ".join(f"{f}: " + (f"unreadable ({err})" if err else f"step {st}, save {sid}") for f, st, sid, err in infos)

@@ -330,7 +330,7 @@ def _renames(cls: type) -> dict[str, str]:
 
 def _pop_path(data: dict[str, Any], parts: list[str]) -> tuple[bool, Any]:
     """Removes ``data[p0][p1]...`` when every level is a mapping holding it: ``(found, value)``."""
-    node = data
+    node: Any = data
     for part in parts[:-1]:
         node = node.get(part)
         if not isinstance(node, dict):

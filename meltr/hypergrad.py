@@ -1,7 +1,8 @@
 """Hypergradients of the bi-level problem behind MELTR (paper eq. 8-11, Table 8).
 
 The meta parameters ``phi`` (the combiner) define the training loss ``L_aux(w; phi)`` of the backbone
-weights ``w``; they are judged by the primary (outer) loss ``L_P(w, phi)``::
+weights ``w``; they are judged by the primary (outer) objective ``L_P(w, phi)`` (in :class:`meltr.MetaLearner`:
+the model's ``target_loss`` plus the regulariser)::
 
     min_phi L_P(w*(phi), phi)    s.t.    w*(phi) = argmin_w L_aux(w; phi)
 
