@@ -52,7 +52,7 @@ from meltr.hypergrad import (
     lite_from_graph,
 )
 from meltr.interface import Combiner, LossContractError, check_losses, losses_of, stack_losses
-from meltr.model_call import BoundCall, ModelCall, call_batch, explain_meta_error, to_device, unwrap_model
+from meltr.model_call import BoundCall, ModelCall, call_batch, explain_meta_error, model_loss_names, to_device, unwrap_model
 from meltr.optim import OptimConfig, build_optimizer, build_scheduler
 
 # ModelCall, unwrap_model, to_device (meltr.model_call) and CheckpointBuffer, BUFFER_STATE_KEYS (meltr.buffer)
@@ -136,20 +136,6 @@ def _fmt_losses(names: Sequence[str], values: Tensor | None) -> str:
     if values is None:
         return "n/a"
     return ", ".join(f"{n}={v:.4g}" for n, v in zip(names, values.detach().float().reshape(-1).tolist()))
-
-
-def _model_loss_names(model: nn.Module) -> tuple[tuple[str, ...], str]:
-    name = type(model).__name__
-    names = getattr(model, "loss_names", None)
-    target = getattr(model, "target_loss", None)
-    if not names or isinstance(names, str):
-        raise LossContractError(
-            f"{name} has no loss_names: declare `loss_names = ('task', 'aux', ...)` on the model (the order is the "
-            f"loss transformer's task index), or pass loss_names= to MetaLearner"
-        )
-    if target is None:
-        raise LossContractError(f"{name} has no target_loss: declare `target_loss = '<one of {tuple(names)}>'`, or pass target_loss=")
-    return tuple(names), str(target)
 
 
 class MetaLearner:
@@ -249,7 +235,7 @@ class MetaLearner:
         """
         model = unwrap_model(model)
         try:
-            names, target = _model_loss_names(model)
+            names, target = model_loss_names(model)
         except LossContractError:
             if target_loss is None or not getattr(model, "loss_names", None):
                 raise

@@ -1,5 +1,5 @@
-"""How MELTR calls a training loop's model: the call itself, the wrappers it sees through, and what a
-model's autograd cannot do for the meta step.
+"""How MELTR calls a training loop's model: the call itself, the wrappers it sees through, the losses the
+model declares, and what a model's autograd cannot do for the meta step.
 
 The meta step evaluates the model at other weights with ``torch.func.functional_call``, so it needs the
 bare module under data-parallel wrappers (:func:`unwrap_model`), the loop's way of calling it on a batch
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from meltr.interface import LossContractError
 
-__all__ = ["ModelCall", "call_batch", "BoundCall", "unwrap_model", "to_device", "explain_meta_error"]
+__all__ = ["ModelCall", "call_batch", "BoundCall", "unwrap_model", "to_device", "model_loss_names", "explain_meta_error"]
 
 ModelCall = Callable[[nn.Module, Any], Any]
 """How a loop calls its model on a batch: ``call(model, batch) -> output`` (default ``model(batch)``;
@@ -70,6 +70,21 @@ class BoundCall(nn.Module):
 
     def forward(self, batch: Any) -> Any:
         return self.call(self.model, batch)
+
+
+def model_loss_names(model: nn.Module) -> tuple[tuple[str, ...], str]:
+    """``(model.loss_names, model.target_loss)``, or a :class:`LossContractError` saying what to declare."""
+    name = type(model).__name__
+    names = getattr(model, "loss_names", None)
+    target = getattr(model, "target_loss", None)
+    if not names or isinstance(names, str):
+        raise LossContractError(
+            f"{name} has no loss_names: declare `loss_names = ('task', 'aux', ...)` on the model (the order is the "
+            f"loss transformer's task index), or pass loss_names= to MetaLearner"
+        )
+    if target is None:
+        raise LossContractError(f"{name} has no target_loss: declare `target_loss = '<one of {tuple(names)}>'`, or pass target_loss=")
+    return tuple(names), str(target)
 
 
 def explain_meta_error(model: nn.Module, mode: str, exc: BaseException) -> BaseException:
