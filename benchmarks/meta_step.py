@@ -39,7 +39,7 @@ SIZES = {"small": dict(dim=128, layers=2, seq=32, batch=16), "medium": dict(dim=
 
 
 class BenchBackbone(nn.Module):
-    """Token encoder with a primary classification loss, masked-token prediction and an order loss."""
+    """Token encoder with a target classification loss, masked-token prediction and an order loss."""
 
     loss_names = ("cls", "mtm", "order")
     target_loss = "cls"

@@ -4,7 +4,7 @@
     python -m examples.minilm [--combiner meltr|sum|single|fixed|linear] [--run-dir runs/minilm]
     torchrun --nproc_per_node 2 -m examples.minilm
 
-Primary loss ``cls``: is a short review positive or negative? Auxiliary ``mlm``: BERT's masked-token
+Target loss ``cls``: is a short review positive or negative? Auxiliary ``mlm``: BERT's masked-token
 prediction on the same sentences (15% of the tokens, drawn once per sentence so the batch fixes the
 loss). The reviews are composed from word lists (no dataset download); the test split holds
 subject/phrase combinations never seen in training. Everything else is :class:`meltr.TrainerConfig`'s

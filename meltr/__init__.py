@@ -13,10 +13,10 @@ or hand the loop over::
 
 Integrations: :mod:`meltr.integrations.hf` (Hugging Face ``Trainer``) and
 :mod:`meltr.integrations.lightning` (PyTorch Lightning). Building blocks live in the submodules:
-:mod:`meltr.loss_transformer`, :mod:`meltr.baselines`, :mod:`meltr.hypergrad`, :mod:`meltr.checkpoint`.
+:mod:`meltr.loss_transformer`, :mod:`meltr.combiners`, :mod:`meltr.hypergrad`, :mod:`meltr.checkpoint`.
 """
 
-from meltr.baselines import COMBINERS, CombinerConfig, build_combiner
+from meltr.combiners import COMBINERS, CombinerConfig, build_combiner
 from meltr.hypergrad import HYPERGRADS, HypergradConfig
 from meltr.interface import LossContractError, MultiLossModel
 from meltr.loss_transformer import PRESETS, LossTransformerConfig
@@ -28,7 +28,7 @@ from meltr.trainer import Trainer, TrainerConfig
 __version__ = "0.1.0"
 
 # The public API. nn.Module classes (LossTransformer, the baseline combiners) are reached through their
-# modules (meltr.loss_transformer, meltr.baselines) so that help(meltr) stays short.
+# modules (meltr.loss_transformer, meltr.combiners) so that help(meltr) stays short.
 __all__ = [
     "COMBINERS",
     "HYPERGRADS",

@@ -1,6 +1,7 @@
-"""Checkpointing the meta buffer by position: where each buffered batch came from, and its fingerprint.
+"""The meta buffer: the recent training batches the meta step draws from, and its checkpoint state.
 
-The meta step draws from the last N training batches, so an exact resume needs them back. Storing the
+:class:`MetaBuffer` keeps the last N training batches (official: 10) with where each came from; the
+meta step of :class:`meltr.MetaLearner` draws its batches from it. An exact resume needs them back. Storing the
 batches makes a checkpoint as large as N batches (10 x 128 videos: ~2.3 GB on the All-in-one row).
 ``meltr.Trainer`` knows where each batch came from (epoch, index of the batch in that epoch, per rank)
 and can read it again from its loader, so a checkpoint stores that position and a fingerprint of the
@@ -15,17 +16,27 @@ import hashlib
 import logging
 from typing import Any, Callable, Literal, Mapping, Sequence
 
+import torch
 from torch import Tensor
 
 from meltr.checkpoint import CheckpointError
 
-__all__ = ["BufferPosition", "BufferMismatchError", "batch_fingerprint", "buffer_state", "restore_buffer"]
+__all__ = ["BufferPosition", "BufferMismatchError", "CheckpointBuffer", "BUFFER_STATE_KEYS", "MetaBuffer",
+           "batch_fingerprint", "buffer_state", "restore_buffer"]
 
 log = logging.getLogger(__name__)
 
 BufferPosition = tuple[int, int]
 """Where a training batch came from: ``(epoch, index of the batch in the epoch)``, on this rank's shard
 (a micro-batch index under gradient accumulation)."""
+
+
+CheckpointBuffer = Literal["positions", "batches", "none"]
+"""What a checkpoint keeps of the meta buffer: each batch's position and fingerprint (re-read at resume),
+the batches themselves, or nothing (see ``MetaConfig.checkpoint_buffer``)."""
+
+BUFFER_STATE_KEYS = ("buffer", "buffer_saved", "buffer_positions", "buffer_fingerprints")
+"""The keys of ``MetaLearner.state_dict`` that describe the buffer (each rank's own, under DDP)."""
 
 
 class BufferMismatchError(CheckpointError):
@@ -158,3 +169,66 @@ def restore_buffer(state: Mapping[str, Any], fetch: Callable[[BufferPosition], A
         batches.append(batch)
         positions.append((epoch, index))
     return batches, positions, want
+
+
+class MetaBuffer:
+    """The last ``size`` training batches, each with its position (or None) and fingerprint (computed at
+    the first checkpoint that needs it, then kept): what the meta step draws its batches from.
+
+    Args:
+        size: How many batches it keeps (official: 10).
+        evict: ``fifo`` drops the oldest (UniVL); ``weighted`` one of the entries with weights 1..N, the
+            oldest least likely (VIOLET / All-in-one).
+        generator: The meta RNG of the draws and weighted evictions (its owner checkpoints it).
+    """
+
+    def __init__(self, size: int, evict: Literal["fifo", "weighted"], generator: torch.Generator) -> None:
+        self.size, self.evict, self.generator = size, evict, generator
+        self.batches: list[Any] = []
+        self.positions: list[BufferPosition | None] = []
+        self.fingerprints: list[str | None] = []
+        self._warned_unpositioned = False
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def add(self, batch: Any, position: BufferPosition | None = None) -> None:
+        """Appends ``batch`` (from ``position``, when known), evicting one entry when full."""
+        self.batches.append(batch)
+        self.positions.append(None if position is None else (int(position[0]), int(position[1])))
+        self.fingerprints.append(None)
+        if len(self.batches) <= self.size:
+            return
+        if self.evict == "fifo":
+            gone = 0
+        else:
+            # VIOLET / All-in-one: evict one of the first N entries with weights 1..N (older entries are
+            # the least likely to go; the newest entry is never evicted at that moment).
+            weights = torch.arange(1, self.size + 1, dtype=torch.float)
+            gone = int(torch.multinomial(weights, 1, generator=self.generator))
+        for entries in (self.batches, self.positions, self.fingerprints):
+            entries.pop(gone)
+
+    def draw(self, fallback: Any) -> Any:
+        """A batch drawn uniformly, or ``fallback`` (the current batch) while the buffer is empty."""
+        if not self.batches:
+            return fallback
+        return self.batches[int(torch.randint(len(self.batches), (1,), generator=self.generator))]
+
+    def state(self, mode: CheckpointBuffer) -> dict[str, Any]:
+        """The checkpoint entries (:data:`BUFFER_STATE_KEYS`, see :func:`buffer_state`); with ``positions``
+        and a batch of unknown position, the batches themselves (with a warning, once)."""
+        if mode == "positions" and None in self.positions:
+            if not self._warned_unpositioned:
+                self._warned_unpositioned = True
+                log.warning(
+                    "meta.checkpoint_buffer is 'positions', but %d of the %d buffered batches have no position (meltr.Trainer "
+                    "gives positions for a DataLoader whose sampler can start mid-epoch, e.g. meltr.EpochSampler; observe() and "
+                    "maybe_step() without positions= give none): checkpoints store the batches themselves, as with "
+                    "meta.checkpoint_buffer: batches", self.positions.count(None), len(self.batches))
+            mode = "batches"
+        return buffer_state(self.batches, self.positions, self.fingerprints, mode)
+
+    def restore(self, restored: tuple[list[Any], list[BufferPosition | None], list[str | None]]) -> None:
+        """Takes the contents :func:`restore_buffer` read (``batches, positions, fingerprints``)."""
+        self.batches, self.positions, self.fingerprints = restored

@@ -6,6 +6,11 @@ which rejects unknown keys, wrong types and missing required fields with an erro
 and the dotted key. :func:`to_dict` is the inverse and yields only builtins, so a resolved config can
 be written with :func:`dump` and stored in a checkpoint loadable with ``torch.load(weights_only=True)``.
 
+A config dataclass may declare the keys it renamed, ``RENAMED: ClassVar[dict[str, str]] = {"old": "new"}``
+(dotted paths relative to the dataclass, so a run config can also move a key between its sections:
+``{"data.batch_size": "loader.batch_size"}``). :func:`from_dict` reads an old key as the new one with a
+``FutureWarning`` (files and checkpoints written before the rename keep loading) and refuses both at once.
+
 Example::
 
     cfg = load("configs/demo/cpu_tiny.yaml", RunConfig, overrides=["optim.lr=1e-4"])
@@ -22,12 +27,14 @@ import difflib
 import os
 import re
 import types
+import warnings
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 from meltr.checkpoint import atomic_write
+from meltr.deprecation import renamed_message
 
 __all__ = [
     "ConfigError",
@@ -183,6 +190,10 @@ def _check_dataclass(cls: type, seen: set[type]) -> None:
     for f in dataclasses.fields(cls):
         if f.init:
             _check_annotation(hints[f.name], f"{cls.__qualname__}.{f.name}", seen)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    for old, new in _renames(cls).items():
+        if new.split(".")[0] not in names:
+            raise TypeError(f"{cls.__qualname__}.RENAMED: {old!r} -> {new!r}, but {cls.__qualname__} has no field {new.split('.')[0]!r}")
     _CHECKED.add(cls)
 
 
@@ -308,9 +319,60 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
     raise TypeError(f"{_join(source, key)}: unsupported annotation {_type_name(tp)}; supported: {_SUPPORTED}")
 
 
+# --------------------------------------------------------------------------------------------------
+# Renamed keys: a dataclass's RENAMED table, applied to its data before the strict checks.
+def _renames(cls: type) -> dict[str, str]:
+    renames = getattr(cls, "RENAMED", None) or {}
+    if not isinstance(renames, Mapping):
+        raise TypeError(f"{cls.__qualname__}.RENAMED must be a dict of old -> new dotted keys, got {type(renames).__name__}")
+    return dict(renames)
+
+
+def _pop_path(data: dict[str, Any], parts: list[str]) -> tuple[bool, Any]:
+    """Removes ``data[p0][p1]...`` when every level is a mapping holding it: ``(found, value)``."""
+    node: Any = data
+    for part in parts[:-1]:
+        node = node.get(part)
+        if not isinstance(node, dict):
+            return False, None
+    if parts[-1] not in node:
+        return False, None
+    return True, node.pop(parts[-1])
+
+
+def _apply_renames(data: Mapping[str, Any], cls: type, key: str, source: str) -> Mapping[str, Any]:
+    """``data`` with each old key of ``cls.RENAMED`` moved to its new place (a copy; ``data`` is not
+    changed), each with a ``FutureWarning``; an old key beside its new one is a :class:`ConfigError`."""
+    renames = _renames(cls)
+    if not renames or not any(old.split(".")[0] in data for old in renames):
+        return data
+    out = copy.deepcopy(dict(data))
+    for old, new in renames.items():
+        found, value = _pop_path(out, old.split("."))
+        if not found:
+            continue
+        *parents, last = new.split(".")
+        node = out
+        for depth, part in enumerate(parents):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"{old!r} is renamed {new!r}, but {'.'.join(parents[:depth + 1])!r} is not a mapping",
+                                  source=source, key=_join(key, old))
+            node = child
+        if last in node:
+            raise ConfigError(f"both {old!r} (its old name) and {new!r} are set: keep {new!r} only",
+                              source=source, key=_join(key, old))
+        node[last] = value
+        warnings.warn(renamed_message(_join(key, old), _join(key, new), source), FutureWarning, stacklevel=2)
+    return out
+
+
 def _build(data: Mapping[str, Any], cls: type[T], key: str, source: str) -> T:
     if not isinstance(data, Mapping):
         raise _type_error(data, cls, key, source)
+    data = _apply_renames(data, cls, key, source)
     hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
 
@@ -350,7 +412,8 @@ def from_dict(data: Mapping[str, Any], cls: type[T], source: str = "<dict>") -> 
     """Builds the dataclass ``cls`` from plain (YAML-like) data, strictly.
 
     Unknown keys, missing required fields and values of the wrong type raise :class:`ConfigError`
-    naming ``source`` and the dotted key. ``int`` is accepted for ``float`` fields (and converted);
+    naming ``source`` and the dotted key; a key the dataclass renamed (its ``RENAMED`` table) is read
+    as the new one, with a ``FutureWarning``. ``int`` is accepted for ``float`` fields (and converted);
     ``bool`` is never accepted for ``int``/``float``. Lists are accepted for tuple fields. After
     construction the dataclass's ``validate()`` method, if any, is called; a ``ValueError`` from it
     becomes a :class:`ConfigError` at that dataclass's path.

@@ -2,7 +2,7 @@
 
 Backbone gradients are averaged by DDP on ``.backward()``. The meta step uses ``torch.autograd.grad``
 and forward-mode AD, which DDP does not reduce, so :class:`DistComm` averages what the hypergradient
-needs explicitly: the primary gradient ``v``, the loss vector and its directional derivatives.
+needs explicitly: the outer gradient ``v``, the loss vector and its directional derivatives.
 
 Exactness: with per-sample-mean losses and equal local batches, the backbone step and the
 ``aid_fp_lite`` / ``itd`` meta steps equal a single process on the concatenated batch (tested with two

@@ -1,7 +1,8 @@
 """Hypergradients of the bi-level problem behind MELTR (paper eq. 8-11, Table 8).
 
 The meta parameters ``phi`` (the combiner) define the training loss ``L_aux(w; phi)`` of the backbone
-weights ``w``; they are judged by the primary (outer) loss ``L_P(w, phi)``::
+weights ``w``; they are judged by the primary (outer) objective ``L_P(w, phi)`` (in :class:`meltr.MetaLearner`:
+the model's ``target_loss`` plus the regulariser)::
 
     min_phi L_P(w*(phi), phi)    s.t.    w*(phi) = argmin_w L_aux(w; phi)
 
@@ -11,12 +12,15 @@ By the implicit function theorem, with ``v = dL_P/dw`` and the mixed term ``M = 
 
 Every scheme here has one callable shape::
 
-    hg(primary_fn, aux_fn, params, meta_params, comm=LOCAL) -> tuple[Tensor, ...]
+    hg(primary_fn, aux_fn, params, meta_params, comm=LOCAL, inner_lr=None) -> tuple[Tensor, ...]
 
 ``primary_fn(params)`` and ``aux_fn(params)`` evaluate the two losses at the given backbone parameter
 values (the meta parameters are captured by ``aux_fn``); the result is the approximate gradient of the
 primary loss with respect to each meta parameter, direct term included, ready to be written to
-``phi.grad``. ``comm`` averages across data-parallel ranks (identity in one process).
+``phi.grad``. ``comm`` averages across data-parallel ranks (identity in one process). ``inner_lr`` is
+the learning rate of the backbone step the meta step follows: the caller always passes what it knows,
+and a scheme that unrolls that step (``itd``) uses it, the others ignore it. So the caller never has to
+know which scheme it holds.
 
 Schemes (``HYPERGRADS``): ``aid_fp_lite`` (MELTR: ``H^{-1} ~ I``), ``aid_fp`` (AuxiLearn: Neumann
 series), ``aid_cg`` (conjugate gradient), ``itd`` (one differentiable step, Meta-Weight-Net style),
@@ -43,6 +47,7 @@ from typing import Callable, Iterator, Literal, Protocol, Sequence
 import torch
 from torch import Tensor
 
+from meltr.deprecation import renamed_kwargs
 from meltr.interface import as_full_precision
 from meltr.registry import Registry
 
@@ -145,8 +150,11 @@ class SumObjective:
 
 
 class Hypergradient(Protocol):
+    """The one callable shape of every scheme (see the module docstring)."""
+
     def __call__(
-        self, primary_fn: Objective, aux_fn: Objective, params: Params, meta_params: Params, comm: Comm = LOCAL
+        self, primary_fn: Objective, aux_fn: Objective, params: Params, meta_params: Params, comm: Comm = LOCAL,
+        inner_lr: float | None = None,
     ) -> tuple[Tensor, ...]: ...
 
 
@@ -406,6 +414,7 @@ def mixed_product(
     return comm.mean(_graph_vjp(g, meta_params, p, retain=graph is not None))
 
 
+@renamed_kwargs(primary_index="target_index")
 def lite_from_graph(
     losses: Tensor,
     primary: Callable[[Tensor], Tensor],
@@ -416,7 +425,7 @@ def lite_from_graph(
     comm: Comm = LOCAL,
     aux: CombinedObjective | None = None,
     fd_eps: float | None = None,
-    primary_index: int | None = None,
+    target_index: int | None = None,
 ) -> tuple[Tensor, ...]:
     """AID-FP-Lite on one batch whose loss vector still holds its graph (the training step's own).
 
@@ -431,8 +440,9 @@ def lite_from_graph(
         mode: ``vjp``: ``c_t = <grad_w l_t, v>`` by one reverse pass per loss through the same graph;
             ``autograd``: the official ``create_graph`` path through the same graph; ``jvp``/``fd``: the
             directional derivatives of ``aux`` (the same batch evaluated again).
-        primary_index: When ``primary(l)`` is exactly ``l[primary_index]``, its slope ``<v_local, v>``
-            needs no reverse pass of its own in ``vjp`` mode.
+        target_index: When ``primary(l)`` is exactly ``l[target_index]`` (the target loss, no regulariser),
+            its slope ``<v_local, v>`` needs no reverse pass of its own in ``vjp`` mode (``primary_index=``
+            is its deprecated name).
     """
     if not meta_params:
         return ()
@@ -449,7 +459,7 @@ def lite_from_graph(
         mixed = comm.mean(_graph_vjp(g, meta_params, v))
         return _finish(direct, mixed)
     if mode == "vjp":
-        (c,) = comm.mean([_slopes(losses, params, v, primary_index, v_local)])
+        (c,) = comm.mean([_slopes(losses, params, v, target_index, v_local)])
     elif mode in ("jvp", "fd"):
         if aux is None:
             raise TypeError(f"mode {mode!r} evaluates the losses again: pass aux (the batch's CombinedObjective)")
@@ -494,7 +504,8 @@ class AIDFPLite:
     def __init__(self, mode: Mode = "jvp", fd_eps: float | None = None) -> None:
         self.mode, self.fd_eps = mode, fd_eps
 
-    def __call__(self, primary_fn: Objective, aux_fn: Objective, params: Params, meta_params: Params, comm: Comm = LOCAL) -> tuple[Tensor, ...]:
+    def __call__(self, primary_fn: Objective, aux_fn: Objective, params: Params, meta_params: Params, comm: Comm = LOCAL,
+                 inner_lr: float | None = None) -> tuple[Tensor, ...]:
         v, direct = primary_grads(primary_fn, params, meta_params)
         v = comm.mean(v)
         mode = self.mode if isinstance(aux_fn, CombinedObjective) else "autograd"
@@ -517,7 +528,8 @@ class AIDFP:
             acc = _add(acc, cur)
         return [self.alpha * a for a in acc]
 
-    def __call__(self, primary_fn: Objective, aux_fn: Objective, params: Params, meta_params: Params, comm: Comm = LOCAL) -> tuple[Tensor, ...]:
+    def __call__(self, primary_fn: Objective, aux_fn: Objective, params: Params, meta_params: Params, comm: Comm = LOCAL,
+                 inner_lr: float | None = None) -> tuple[Tensor, ...]:
         v, direct = primary_grads(primary_fn, params, meta_params)
         v = comm.mean(v)
         g = _aux_grad_graph(aux_fn, params)
@@ -536,7 +548,8 @@ class StocBiO:
     def __init__(self, terms: int = 3, eta: float = 1.0, mode: Mode = "autograd", fd_eps: float | None = None) -> None:
         self.terms, self.eta, self.mode, self.fd_eps = terms, eta, mode, fd_eps
 
-    def __call__(self, primary_fn: Objective, aux_fn: Objective, params: Params, meta_params: Params, comm: Comm = LOCAL) -> tuple[Tensor, ...]:
+    def __call__(self, primary_fn: Objective, aux_fn: Objective, params: Params, meta_params: Params, comm: Comm = LOCAL,
+                 inner_lr: float | None = None) -> tuple[Tensor, ...]:
         v, direct = primary_grads(primary_fn, params, meta_params)
         v = comm.mean(v)
         cur, acc = v, list(v)
@@ -555,7 +568,8 @@ class AIDCG:
     def __init__(self, iters: int = 3, damping: float = 0.0, mode: Mode = "autograd", fd_eps: float | None = None) -> None:
         self.iters, self.damping, self.mode, self.fd_eps = iters, damping, mode, fd_eps
 
-    def __call__(self, primary_fn: Objective, aux_fn: Objective, params: Params, meta_params: Params, comm: Comm = LOCAL) -> tuple[Tensor, ...]:
+    def __call__(self, primary_fn: Objective, aux_fn: Objective, params: Params, meta_params: Params, comm: Comm = LOCAL,
+                 inner_lr: float | None = None) -> tuple[Tensor, ...]:
         v, direct = primary_grads(primary_fn, params, meta_params)
         v = comm.mean(v)
         g = _aux_grad_graph(aux_fn, params)
@@ -588,15 +602,20 @@ class AIDCG:
 class ITD:
     """One differentiable unrolled step (Meta-Weight-Net): ``w' = w - lr grad_w L_aux(w; phi)``,
     hypergradient ``d/dphi L_P(w'(phi), phi) = direct(w') - lr M(w)^T grad_w L_P(w')``.
+
+    ``lr`` is the scheme's own ``inner_lr`` when set, else the ``inner_lr`` of the call (the backbone's
+    current learning rate, which :class:`meltr.MetaLearner` passes).
     """
 
     def __init__(self, inner_lr: float | None = None, mode: Mode = "jvp", fd_eps: float | None = None) -> None:
         self.inner_lr, self.mode, self.fd_eps = inner_lr, mode, fd_eps
 
-    def __call__(self, primary_fn: Objective, aux_fn: Objective, params: Params, meta_params: Params, comm: Comm = LOCAL) -> tuple[Tensor, ...]:
-        if self.inner_lr is None:
-            raise ValueError("ITD needs inner_lr (the trainer sets it to the backbone learning rate)")
-        lr = self.inner_lr
+    def __call__(self, primary_fn: Objective, aux_fn: Objective, params: Params, meta_params: Params, comm: Comm = LOCAL,
+                 inner_lr: float | None = None) -> tuple[Tensor, ...]:
+        lr = self.inner_lr if self.inner_lr is not None else inner_lr
+        if lr is None:
+            raise ValueError("the itd scheme needs the backbone learning rate: pass lr= to MetaLearner.step / maybe_step "
+                             "(meltr.Trainer does), or set meta.hypergrad.inner_lr")
         mode = self.mode if isinstance(aux_fn, CombinedObjective) else "autograd"
         if mode == "autograd":
             g = _aux_grad_graph(aux_fn, params)

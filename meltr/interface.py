@@ -40,7 +40,7 @@ class MultiLossModel(Protocol):
     Attributes:
         loss_names: Names of the losses ``forward`` returns, fixed at construction. The order is the
             task-embedding index of the loss transformer.
-        target_loss: The fine-tuning (primary) task loss, one of ``loss_names``.
+        target_loss: The fine-tuning task loss, one of ``loss_names``: the loss the meta step optimises.
     """
 
     loss_names: tuple[str, ...]

@@ -9,7 +9,7 @@ linear head reads the mean token::
     L_aux = w_out . mean_t z_t         no bias, no output activation (the official module has none)
 
 That is the paper's form (``residual: none``), kept for every paper row. Its random init gives random
-task weights ``a_t = dL_aux/dl_t`` at step 0 (the primary's can be negative, so the first steps may train
+task weights ``a_t = dL_aux/dl_t`` at step 0 (the target loss's can be negative, so the first steps may train
 *against* the target task). The plug-in default adds the multi-task sum and zero-initialises the head
 (``residual: sum``)::
 

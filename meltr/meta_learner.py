@@ -16,14 +16,14 @@ implementation of the meta step (Algorithm 1 as the official code runs it)::
 
     after the backbone update of step s, if s % K == 0 and the combiner is learnable:
         b_v, b_t = meta batches                          # official: two draws from the last 10 batches
-        L_P = l_primary(w; b_v) + gamma * |sum_t l_t(w; b_t) - combiner(l(w; b_t))|
+        L_P = l_target(w; b_v) + gamma * |sum_t l_t(w; b_t) - combiner(l(w; b_t))|
         phi.grad = hypergradient(L_P, combiner(l(w; b_t)))     # AID-FP-Lite by default
         clip; meta_optimizer.step()
     then the step's batches join the buffer
 
 Under data parallelism (``torch.distributed`` initialised) the loss vector is averaged over ranks before
 the combiner (value of the global mean, gradient of the local losses), and the meta step averages its
-primary gradient and directional derivatives explicitly (:mod:`meltr.distributed`).
+outer gradient and directional derivatives explicitly (:mod:`meltr.distributed`).
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from meltr.baselines import CombinerConfig, build_combiner
-from meltr.buffer import BufferPosition, buffer_state, restore_buffer
+from meltr.buffer import BUFFER_STATE_KEYS, BufferPosition, CheckpointBuffer, MetaBuffer, restore_buffer
+from meltr.combiners import CombinerConfig, build_combiner
+from meltr.deprecation import renamed_attribute, renamed_kwargs
 from meltr.hypergrad import (
-    ITD,
     CombinedObjective,
     Comm,
     HypergradConfig,
@@ -52,25 +52,15 @@ from meltr.hypergrad import (
     lite_from_graph,
 )
 from meltr.interface import Combiner, LossContractError, check_losses, losses_of, stack_losses
+from meltr.model_call import BoundCall, ModelCall, call_batch, explain_meta_error, model_loss_names, to_device, unwrap_model
 from meltr.optim import OptimConfig, build_optimizer, build_scheduler
 
+# ModelCall, unwrap_model, to_device (meltr.model_call) and CheckpointBuffer, BUFFER_STATE_KEYS (meltr.buffer)
+# live in their own modules; they stay importable from here.
 __all__ = ["MetaConfig", "MetaLearner", "CombinerTrainingError", "NonFiniteError", "NonFinitePolicy", "ModelCall", "unwrap_model",
            "to_device", "CheckpointBuffer", "BUFFER_STATE_KEYS"]
 
 log = logging.getLogger(__name__)
-
-ModelCall = Callable[[nn.Module, Any], Any]
-"""How a loop calls its model on a batch: ``call(model, batch) -> output`` (default ``model(batch)``;
-Hugging Face models take ``model(**batch)``). The output holds the named losses (see
-:func:`meltr.interface.losses_of`)."""
-
-CheckpointBuffer = Literal["positions", "batches", "none"]
-"""What a checkpoint keeps of the meta buffer: each batch's position and fingerprint (re-read at resume),
-the batches themselves, or nothing (see :attr:`MetaConfig.checkpoint_buffer`)."""
-
-BUFFER_STATE_KEYS = ("buffer", "buffer_saved", "buffer_positions", "buffer_fingerprints")
-"""The keys of :meth:`MetaLearner.state_dict` that describe the buffer (each rank's own, under DDP)."""
-
 
 @dataclass
 class MetaConfig:
@@ -80,7 +70,7 @@ class MetaConfig:
     gamma: float = 0.1  # regulariser strength (paper eq. 6; official 0.1, UniVL off unless --reg 1)
     reg: Literal["abs", "squared"] = "abs"  # official |sum l - MELTR(l)|, or its square
     reg_direct: bool = False  # also differentiate the regulariser w.r.t. phi directly (official: no)
-    # Meta batches: two draws from the last-N training batches (official), the primary from meta_loader, or
+    # Meta batches: two draws from the last-N training batches (official), the target loss's from meta_loader, or
     # "current": both are the step's own batch, at the weights before its update, v from its own graph.
     source: Literal["buffer", "loader", "current"] = "buffer"
     buffer_size: int = 10  # how many recent training batches the buffer keeps (official: 10)
@@ -148,110 +138,19 @@ def _fmt_losses(names: Sequence[str], values: Tensor | None) -> str:
     return ", ".join(f"{n}={v:.4g}" for n, v in zip(names, values.detach().float().reshape(-1).tolist()))
 
 
-_DATA_PARALLEL = (nn.parallel.DistributedDataParallel, nn.DataParallel)
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module under data-parallel wrappers (``DistributedDataParallel``, ``DataParallel``), also
-    when ``torch.compile`` wrapped one (``torch.compile(DDP(model))``).
-
-    The meta step evaluates the model functionally; DDP's reducer must not see those passes. A compiled
-    model that wraps no data-parallel module is kept: the meta step's forwards run its compiled graphs
-    (``functional_call`` over its ``_orig_mod.`` parameter names).
-    """
-    while True:
-        compiled_inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
-        if isinstance(compiled_inner, _DATA_PARALLEL):
-            model = compiled_inner
-        elif isinstance(model, _DATA_PARALLEL):
-            model = model.module
-        else:
-            return model
-
-
-def to_device(obj: Any, device: torch.device) -> Any:
-    """``obj`` with every tensor inside (dicts, lists, tuples, nested) moved to ``device``."""
-    if isinstance(obj, Tensor):
-        return obj.to(device, non_blocking=True)
-    if isinstance(obj, Mapping):
-        return {k: to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_device(v, device) for v in obj)
-    return obj
-
-
-def _call_batch(model: nn.Module, batch: Any) -> Any:
-    return model(batch)
-
-
-class _Bound(nn.Module):
-    """``call(model, batch)`` as a module, so ``functional_call`` can swap the model's parameters."""
-
-    def __init__(self, model: nn.Module, call: ModelCall) -> None:
-        super().__init__()
-        self.model = model
-        self.call = call
-
-    def forward(self, batch: Any) -> Any:
-        return self.call(self.model, batch)
-
-
-def _model_loss_names(model: nn.Module) -> tuple[tuple[str, ...], str]:
-    name = type(model).__name__
-    names = getattr(model, "loss_names", None)
-    target = getattr(model, "target_loss", None)
-    if not names or isinstance(names, str):
-        raise LossContractError(
-            f"{name} has no loss_names: declare `loss_names = ('task', 'aux', ...)` on the model (the order is the "
-            f"loss transformer's task index), or pass loss_names= to MetaLearner"
-        )
-    if target is None:
-        raise LossContractError(f"{name} has no target_loss: declare `target_loss = '<one of {tuple(names)}>'`, or pass primary=")
-    return tuple(names), str(target)
-
-
-def _explained(model: nn.Module, mode: str, exc: BaseException) -> BaseException:
-    """The meta step's failure ``exc`` as a :class:`LossContractError` saying what to change, when the
-    model cannot support the mode (an operation without forward-mode AD / double backward, reentrant
-    checkpointing); otherwise ``exc`` itself."""
-    if isinstance(exc, NotImplementedError) or "forward AD" in str(exc) or "derivative for" in str(exc):
-        return LossContractError(
-            f"the meta step's mode {mode!r} needs forward-mode AD or a double backward through "
-            f"{type(model).__name__}, which one of its operations lacks ({str(exc).splitlines()[0][:160]}): "
-            f"use a first-order mode, meta.hypergrad.mode: vjp (exact) or fd")
-    if isinstance(exc, RuntimeError) and _reentrant_checkpointing(model, exc):
-        return LossContractError(
-            f"{type(model).__name__} uses reentrant gradient checkpointing, which supports neither the "
-            f"forward-mode AD nor the double backward of the meta step: use non-reentrant checkpointing "
-            f"(torch.utils.checkpoint.checkpoint(..., use_reentrant=False); Hugging Face: "
-            f"model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={{'use_reentrant': False}}))")
-    return exc
-
-
-def _reentrant_checkpointing(model: nn.Module, exc: RuntimeError) -> bool:
-    """Whether ``exc`` comes from reentrant activation checkpointing inside ``model``: its autograd
-    Function has no forward-mode rule (``setup_context``) and detaches its inputs (no double backward)."""
-    for module in model.modules():  # Hugging Face models keep a functools.partial of checkpoint here
-        fn = getattr(module, "_gradient_checkpointing_func", None)
-        if fn is not None and getattr(module, "gradient_checkpointing", False):
-            if getattr(fn, "keywords", {}).get("use_reentrant", True):
-                return True
-    text = str(exc)
-    return "setup_context" in text or "CheckpointFunction" in text
-
-
 class MetaLearner:
     """A learned combination of named losses and the meta step that trains it.
 
     Args:
         loss_names: The losses the model returns; the order is the loss transformer's task index.
-        primary: The target (fine-tuning) loss, one of ``loss_names``: the meta step optimises it.
+        target_loss: The target (fine-tuning) loss, one of ``loss_names``: the meta step optimises it
+            (``primary=`` is its deprecated name).
         combiner: Which combiner (``meltr``, ``single``, ``sum``, ``fixed``, ``linear``) and its options.
         meta: The meta step: K, gamma, meta batches, hypergradient scheme, meta optimiser.
         seed: Seed of the meta-batch draws (identical on all ranks).
         total_steps: Backbone steps planned; sizes a ``linear`` meta schedule (settable later through
             :meth:`set_total_steps`, before the first meta step).
-        meta_loader: Held-out batches for the primary side of the meta step (``meta.source="loader"``).
+        meta_loader: Held-out batches for the target-loss side of the meta step (``meta.source="loader"``).
         call: How to call the model on a batch; default ``model(batch)``.
         amp_dtype: Autocast dtype for the meta step's forwards (``torch.bfloat16`` / ``torch.float16``) on
             the model's device type (CUDA or CPU), matching the loop's backbone step; None: full precision.
@@ -264,10 +163,11 @@ class MetaLearner:
             advances) and counts it in :attr:`skipped_meta_steps`.
     """
 
+    @renamed_kwargs(primary="target_loss")
     def __init__(
         self,
         loss_names: Sequence[str],
-        primary: str,
+        target_loss: str,
         combiner: CombinerConfig | None = None,
         meta: MetaConfig | None = None,
         *,
@@ -286,18 +186,18 @@ class MetaLearner:
         self.cfg = meta if meta is not None else MetaConfig()
         self.cfg.validate()
         self.loss_names = tuple(loss_names)
-        if primary not in self.loss_names:
-            raise ValueError(f"primary loss {primary!r} is not one of the losses {self.loss_names}")
-        self.primary = primary
-        self.primary_index = self.loss_names.index(primary)
-        self.combiner: Combiner = build_combiner(self.combiner_cfg, self.loss_names, primary)
+        if target_loss not in self.loss_names:
+            raise ValueError(f"target loss {target_loss!r} is not one of the losses {self.loss_names}")
+        self.target_loss = target_loss
+        self.target_index = self.loss_names.index(target_loss)  # its index in the loss vector
+        self.combiner: Combiner = build_combiner(self.combiner_cfg, self.loss_names, target_loss)
         if device is not None:
             self.combiner.to(device)
         self.meta_params = [p for p in self.combiner.parameters() if p.requires_grad]
         if self.cfg.source == "loader" and meta_loader is None and self.learnable:
             raise ValueError("meta.source='loader' needs a meta_loader")
         self.meta_loader = meta_loader
-        self.call = call or _call_batch
+        self.call = call or call_batch
         self.amp_dtype = amp_dtype
         self.hypergrad = build_hypergrad(self.cfg.hypergrad)
         self.total_steps = total_steps
@@ -305,12 +205,7 @@ class MetaLearner:
             self.optimizer = build_optimizer(self.combiner.named_parameters(), self.cfg.optim)
             self.scheduler = build_scheduler(self.optimizer, self.cfg.optim, self._meta_steps_planned())
         self.generator = torch.Generator().manual_seed(seed)
-        self.buffer: list[Any] = []
-        # Parallel to the buffer: where each batch came from (None: unknown) and its fingerprint (computed
-        # at the first checkpoint that needs it, then kept).
-        self.buffer_positions: list[BufferPosition | None] = []
-        self._fingerprints: list[str | None] = []
-        self._warned_unpositioned = False
+        self.replay = MetaBuffer(self.cfg.buffer_size, self.cfg.buffer_evict, self.generator)
         self.steps = 0  # backbone steps seen by maybe_step
         self.meta_pos = 0  # batches consumed from meta_loader
         self.last_losses: Tensor | None = None  # the loss vector of the last combine() (global mean under DDP)
@@ -323,30 +218,45 @@ class MetaLearner:
         self.skipped_meta_steps = 0  # meta updates dropped for a non-finite hypergradient (nonfinite="skip")
         self._pending: tuple[int, tuple[Tensor, ...]] | None = None  # source=current: (step, hypergradient)
 
+    # Deprecated names of target_loss / target_index, read for one release.
+    primary = renamed_attribute("target_loss")
+    primary_index = renamed_attribute("target_index")
+
     @classmethod
+    @renamed_kwargs(primary="target_loss")
     def for_model(cls, model: nn.Module, combiner: CombinerConfig | None = None, meta: MetaConfig | None = None, *,
-                  primary: str | None = None, **kwargs: Any) -> "MetaLearner":
+                  target_loss: str | None = None, **kwargs: Any) -> "MetaLearner":
         """A meta-learner for a :class:`meltr.interface.MultiLossModel` (its ``loss_names`` and
-        ``target_loss``), on the device of the model's parameters.
+        ``target_loss``, unless ``target_loss=`` is given), on the device of the model's parameters.
 
         Raises:
-            LossContractError: the model declares no ``loss_names`` or no ``target_loss`` (and ``primary``
-                is not given).
+            LossContractError: the model declares no ``loss_names``, or no ``target_loss`` (and
+                ``target_loss=`` is not given).
         """
         model = unwrap_model(model)
         try:
-            names, target = _model_loss_names(model)
+            names, target = model_loss_names(model)
         except LossContractError:
-            if primary is None or not getattr(model, "loss_names", None):
+            if target_loss is None or not getattr(model, "loss_names", None):
                 raise
-            names, target = tuple(model.loss_names), primary  # type: ignore[arg-type]
+            names, target = tuple(model.loss_names), target_loss  # type: ignore[arg-type]
         param = next(model.parameters(), None)
         kwargs.setdefault("device", param.device if param is not None else None)
-        learner = cls(names, primary or target, combiner, meta, **kwargs)
+        learner = cls(names, target_loss or target, combiner, meta, **kwargs)
         learner.model_name = type(model).__name__
         return learner
 
     # ------------------------------------------------------------------ properties
+
+    @property
+    def buffer(self) -> list[Any]:
+        """The buffered training batches, oldest first (see :attr:`replay`)."""
+        return self.replay.batches
+
+    @property
+    def buffer_positions(self) -> list[BufferPosition | None]:
+        """Where each buffered batch came from, ``(epoch, index)``, or None when unknown."""
+        return self.replay.positions
 
     @property
     def learnable(self) -> bool:
@@ -555,28 +465,8 @@ class MetaLearner:
                 checkpoint then stores the position and a fingerprint instead of the batch, and
                 :meth:`load_state_dict` re-reads it through ``fetch``. None: the batch itself is stored.
         """
-        if not self.learnable:
-            return
-        self.buffer.append(batch)
-        self.buffer_positions.append(None if position is None else (int(position[0]), int(position[1])))
-        self._fingerprints.append(None)
-        if len(self.buffer) <= self.cfg.buffer_size:
-            return
-        if self.cfg.buffer_evict == "fifo":
-            gone = 0
-        else:
-            # VIOLET / All-in-one: evict one of the first N entries with weights 1..N (older entries are
-            # the least likely to go; the newest entry is never evicted at that moment).
-            k = self.cfg.buffer_size
-            weights = torch.arange(1, k + 1, dtype=torch.float)
-            gone = int(torch.multinomial(weights, 1, generator=self.generator))
-        for entries in (self.buffer, self.buffer_positions, self._fingerprints):
-            entries.pop(gone)
-
-    def _draw(self, current: Any) -> Any:
-        if not self.buffer:
-            return current
-        return self.buffer[int(torch.randint(len(self.buffer), (1,), generator=self.generator))]
+        if self.learnable:
+            self.replay.add(batch, position)
 
     def _next_meta_batch(self) -> Any:
         assert self.meta_loader is not None
@@ -605,10 +495,10 @@ class MetaLearner:
         """``params -> [T]`` local losses of ``batch`` at the given backbone parameter values."""
         device = next(model.parameters()).device
         batch = to_device(batch, device)
-        if self.call is _call_batch:
+        if self.call is call_batch:
             module, prefix = model, ""
         else:
-            module, prefix = _Bound(model, self.call), "model."
+            module, prefix = BoundCall(model, self.call), "model."
         keys = [prefix + n for n in names]
 
         def losses(params: Any) -> Tensor:
@@ -628,13 +518,14 @@ class MetaLearner:
         return self.cfg.gamma * (diff.abs() if self.cfg.reg == "abs" else diff.square())
 
     def step(self, model: nn.Module, current: Any, *, lr: float | None = None) -> dict[str, float]:
-        """One meta step now: the hypergradient of the primary loss w.r.t. the combiner, clipped, applied.
+        """One meta step now: the hypergradient of the target loss w.r.t. the combiner, clipped, applied.
 
         Args:
             model: The model being fine-tuned (DDP wrappers are removed); its trainable parameters are
                 the backbone parameters ``w``.
             current: The latest training batch (used while the buffer is still empty).
-            lr: The backbone's current learning rate (needed by the ``itd`` scheme only).
+            lr: The backbone's current learning rate, passed to the hypergradient scheme (``itd`` unrolls a
+                step of this size unless ``meta.hypergrad.inner_lr`` is set; the other schemes ignore it).
 
         Returns:
             ``{"hypergrad_norm": ..., "meta_lr": ...}``.
@@ -643,31 +534,28 @@ class MetaLearner:
             return {}
         model = unwrap_model(model)
         mcfg = self.cfg
-        b_v = self._next_meta_batch() if mcfg.source == "loader" else self._draw(current)
-        b_t = b_v if (mcfg.share_batch and mcfg.source == "buffer") else self._draw(current)
+        b_v = self._next_meta_batch() if mcfg.source == "loader" else self.replay.draw(current)
+        b_t = b_v if (mcfg.share_batch and mcfg.source == "buffer") else self.replay.draw(current)
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         names, params = [n for n, _ in named], [p for _, p in named]
-        pi = self.primary_index
+        pi = self.target_index
+        # The outer objective L_P: the target loss on b_v, plus the regulariser on b_t.
         lv = self._functional_losses(model, names, b_v)
         lt = lv if b_t is b_v else self._functional_losses(model, names, b_t)
         if mcfg.gamma == 0:
-            primary: Callable = lambda ps: lv(ps)[pi]
+            outer: Callable = lambda ps: lv(ps)[pi]
         elif lt is lv:
-            primary = lambda ps: (lambda l: l[pi] + self._regulariser(l))(lv(ps))
+            outer = lambda ps: (lambda l: l[pi] + self._regulariser(l))(lv(ps))
         else:
-            primary = SumObjective(lambda ps: lv(ps)[pi], lambda ps: self._regulariser(lt(ps)))
+            outer = SumObjective(lambda ps: lv(ps)[pi], lambda ps: self._regulariser(lt(ps)))
 
         def make_aux(losses_fn: Callable) -> CombinedObjective:
-            return CombinedObjective(losses_fn, self.combiner, lambda: make_aux(self._functional_losses(model, names, self._draw(current))), self.comm)
+            return CombinedObjective(losses_fn, self.combiner, lambda: make_aux(self._functional_losses(model, names, self.replay.draw(current))), self.comm)
 
-        if isinstance(self.hypergrad, ITD) and mcfg.hypergrad.inner_lr is None:
-            if lr is None:
-                raise ValueError("the itd scheme needs the backbone learning rate: pass lr= (or set meta.hypergrad.inner_lr)")
-            self.hypergrad.inner_lr = lr
         try:
-            grads = self.hypergrad(primary, make_aux(lt), params, self.meta_params, comm=self.comm)
+            grads = self.hypergrad(outer, make_aux(lt), params, self.meta_params, comm=self.comm, inner_lr=lr)
         except (RuntimeError, NotImplementedError) as exc:
-            explained = _explained(model, mcfg.hypergrad.mode or "jvp", exc)
+            explained = explain_meta_error(model, mcfg.hypergrad.mode or "jvp", exc)
             if explained is exc:
                 raise
             raise explained from exc
@@ -688,13 +576,13 @@ class MetaLearner:
                                 f"combine(output, model, batch=batch), or use mode 'vjp' (reuses the graph)")
             names = [n for n, p in module.named_parameters() if p.requires_grad]
             aux = CombinedObjective(self._functional_losses(module, names, batch), self.combiner, None, self.comm)
-        pi = self.primary_index
-        primary = (lambda l: l[pi]) if self.cfg.gamma == 0 else (lambda l: l[pi] + self._regulariser(l, globalised=True))
+        pi = self.target_index
+        outer = (lambda l: l[pi]) if self.cfg.gamma == 0 else (lambda l: l[pi] + self._regulariser(l, globalised=True))
         try:
-            return lite_from_graph(losses, primary, self.combiner, params, self.meta_params, mode, self.comm, aux,
-                                   self.cfg.hypergrad.fd_eps, primary_index=pi if self.cfg.gamma == 0 else None)
+            return lite_from_graph(losses, outer, self.combiner, params, self.meta_params, mode, self.comm, aux,
+                                   self.cfg.hypergrad.fd_eps, target_index=pi if self.cfg.gamma == 0 else None)
         except (RuntimeError, NotImplementedError) as exc:
-            explained = _explained(module, mode, exc)
+            explained = explain_meta_error(module, mode, exc)
             if explained is exc:
                 raise
             raise explained from exc
@@ -744,22 +632,6 @@ class MetaLearner:
         cfg = getattr(self.combiner, "cfg", None)
         return getattr(cfg, "residual", None)
 
-    def _buffer_state(self) -> dict[str, Any]:
-        """The buffer as ``meta.checkpoint_buffer`` asks (:data:`BUFFER_STATE_KEYS`): ``buffer`` (the
-        batches, or empty), ``buffer_saved`` (whether the batches are stored), ``buffer_positions`` and
-        ``buffer_fingerprints`` (lists when stored by position, else None)."""
-        mode = self.cfg.checkpoint_buffer
-        if mode == "positions" and None in self.buffer_positions:
-            if not self._warned_unpositioned:
-                self._warned_unpositioned = True
-                log.warning(
-                    "meta.checkpoint_buffer is 'positions', but %d of the %d buffered batches have no position (meltr.Trainer "
-                    "gives positions for a DataLoader whose sampler can start mid-epoch, e.g. meltr.EpochSampler; observe() and "
-                    "maybe_step() without positions= give none): checkpoints store the batches themselves, as with "
-                    "meta.checkpoint_buffer: batches", self.buffer_positions.count(None), len(self.buffer))
-            mode = "batches"
-        return buffer_state(self.buffer, self.buffer_positions, self._fingerprints, mode)  # type: ignore[arg-type]
-
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: combiner, meta optimiser and schedule, meta RNG,
         buffer (per ``meta.checkpoint_buffer``: positions and fingerprints, the batches, or nothing),
@@ -768,7 +640,7 @@ class MetaLearner:
             "loss_names": list(self.loss_names),
             "combiner": self.combiner.state_dict(),
             "generator": self.generator.get_state(),
-            **self._buffer_state(),
+            **self.replay.state(self.cfg.checkpoint_buffer),  # type: ignore[arg-type]
             "steps": self.steps,
             "meta_pos": self.meta_pos,
             "skipped_meta_steps": self.skipped_meta_steps,
@@ -807,8 +679,8 @@ class MetaLearner:
                 f"residual={form!r}: the same weights compute another loss; resume with combiner.meltr.residual={saved!r}"
             )
         # Before any change: it may raise.
-        buffer, positions, fingerprints = restore_buffer(state, fetch, mode=self.cfg.checkpoint_buffer,  # type: ignore[arg-type]
-                                                         refills=self.learnable and self.cfg.source == "buffer")
+        restored = restore_buffer(state, fetch, mode=self.cfg.checkpoint_buffer,  # type: ignore[arg-type]
+                                  refills=self.learnable and self.cfg.source == "buffer")
         self.combiner.load_state_dict(state["combiner"])
         if self.learnable:
             if "optimizer" not in state:
@@ -816,7 +688,7 @@ class MetaLearner:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
-        self.buffer, self.buffer_positions, self._fingerprints = buffer, positions, fingerprints
+        self.replay.restore(restored)
         self.steps, self.meta_pos = int(state["steps"]), int(state["meta_pos"])
         self.skipped_meta_steps = int(state.get("skipped_meta_steps", 0))  # absent before issue 14
         self._meta_iter = None

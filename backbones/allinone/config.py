@@ -1,4 +1,4 @@
-"""All-in-one configuration: ViT and text sizes, frames, the contrastive temperature and the MELTR primary loss.
+"""All-in-one configuration: ViT and text sizes, frames, the contrastive temperature and the MELTR target loss.
 
 Defaults are the MELTR fork's full-size model (``msrvtt_retrieval_MELTR`` in ``shared/reference/allinone.md``
 §6.2/6.3): ViT-B/16 at 224 px (12 blocks, width 768, 12 heads, MLP ratio 4), BERT's 30,522-word vocabulary
@@ -6,7 +6,8 @@ with 40 text positions, 3 frames, 512-d retrieval projections. Unlike the offici
 fixed by the variant name ``vit_base_patch16_224`` and ``hidden_size``/``num_layers``/``image_size`` only
 feed other places (reference §8 item 9), every size here is one field that shapes the whole model.
 
-``primary`` picks the meta-objective (the first loss ``forward`` returns, and ``target_loss``):
+``target_loss`` picks the meta-objective (the first loss ``forward`` returns; ``primary`` is its old name, read
+from stored configs through ``RENAMED``):
 
 * ``"ind_itc"`` (default): the paper's choice, the retrieval loss that MSRVTT is evaluated on;
 * ``"mlm"``: what the released fork actually meta-trains on (``pri=0`` selects ``current_tasks[0]`` = MLM,
@@ -17,23 +18,26 @@ feed other places (reference §8 item 9), every size here is one field that shap
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Literal
+import warnings
+from dataclasses import InitVar, dataclass
+from typing import ClassVar, Literal
 
 from backbones.common.attention import AttentionImpl, check_attention
 from backbones.common.bert import BertConfig
 
-__all__ = ["LOSS_NAMES", "Primary", "AllInOneConfig"]
+__all__ = ["LOSS_NAMES", "TargetLoss", "AllInOneConfig"]
 
 # The two losses of the MELTR fork's All-in-one in its own order (``current_tasks``).
 LOSS_NAMES: tuple[str, ...] = ("mlm", "ind_itc")
 
-Primary = Literal["ind_itc", "mlm"]
+TargetLoss = Literal["ind_itc", "mlm"]
 
 
 @dataclass
 class AllInOneConfig:
     """Everything that shapes an All-in-one model. Defaults are the full-size numbers."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"primary": "target_loss"}  # old key -> new (meltr.config reads the old one)
 
     vocab_size: int = 30522  # word-piece vocabulary (bert-base-uncased)
     max_text_len: int = 40  # rows of the text position table (= padded caption length of the official loader)
@@ -49,10 +53,18 @@ class AllInOneConfig:
     drop_path_rate: float = 0.1  # stochastic depth of the last block (linear from 0 over the blocks)
     temperature: float = 0.05  # fixed (not learned) softmax temperature of ind_itc
     fold_div: int = 8  # temporal token rolling moves tokens_per_frame // fold_div tokens each way
-    primary: Primary = "ind_itc"  # meta-objective: "ind_itc" (paper) or "mlm" (the released fork)
+    target_loss: TargetLoss = "ind_itc"  # meta-objective: "ind_itc" (paper) or "mlm" (the released fork)
+    primary: InitVar[TargetLoss | None] = None  # target_loss's old keyword, accepted for one release (not a field)
     patch_shuffle: bool = False  # official per-forward random patch order in training (never in eval)
     initializer_range: float = 0.02  # std of the normal / truncated-normal inits
     attention: AttentionImpl = "sdpa"  # ViT attention: "sdpa" (fused kernels) or "explicit" (matmul/softmax)
+
+    def __post_init__(self, primary: TargetLoss | None) -> None:
+        if primary is not None:
+            # backbones import only meltr.interface, so this is meltr.deprecation.renamed_kwargs' message spelled out.
+            warnings.warn("AllInOneConfig: 'primary=' is renamed 'target_loss=' (the old name is accepted until the next "
+                          "release)", DeprecationWarning, stacklevel=3)
+            self.target_loss = primary
 
     @classmethod
     def base(cls, **overrides: object) -> AllInOneConfig:
@@ -77,8 +89,8 @@ class AllInOneConfig:
 
     @property
     def loss_names(self) -> tuple[str, ...]:
-        """``forward``'s keys in order: the primary loss first, then the other one."""
-        return (self.primary,) + tuple(n for n in LOSS_NAMES if n != self.primary)
+        """``forward``'s keys in order: the target loss first, then the other one."""
+        return (self.target_loss,) + tuple(n for n in LOSS_NAMES if n != self.target_loss)
 
     @property
     def grid_size(self) -> int:
@@ -150,8 +162,8 @@ class AllInOneConfig:
                 raise ValueError(f"AllInOneConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
         if not self.temperature > 0:
             raise ValueError(f"AllInOneConfig.temperature must be > 0, got {self.temperature!r}")
-        if self.primary not in LOSS_NAMES:
-            raise ValueError(f"AllInOneConfig.primary={self.primary!r}; allowed: {LOSS_NAMES}")
+        if self.target_loss not in LOSS_NAMES:
+            raise ValueError(f"AllInOneConfig.target_loss={self.target_loss!r}; allowed: {LOSS_NAMES}")
         if not isinstance(self.patch_shuffle, bool):
             raise ValueError(f"AllInOneConfig.patch_shuffle must be a bool, got {self.patch_shuffle!r}")
         # The official roll degenerates for fold 0 (every token of the frame, CLS included, rolls one way;

@@ -11,7 +11,7 @@ for text (``shared/reference/allinone.md`` §1)::
     video only frames_{b,t} alone, no roll: frames never interact
 
 Each pass ends with the final LayerNorm and the **mean over the T frames** ``[B, S, D]``. Losses, in the
-order of ``loss_names`` (primary first, see :class:`~backbones.allinone.config.AllInOneConfig`):
+order of ``loss_names`` (target loss first, see :class:`~backbones.allinone.config.AllInOneConfig`):
 
 =========  ===========================================================================================
 mlm        joint pass on ``mlm_ids``; ``mlm_score`` on the text part; CE over the labels != -100 (mean)
@@ -72,8 +72,8 @@ class AllInOne(nn.Module):
         cfg: a validated :class:`AllInOneConfig`.
 
     Attributes:
-        loss_names: ``cfg.loss_names`` (primary first).
-        target_loss: ``cfg.primary``.
+        loss_names: ``cfg.loss_names`` (target loss first).
+        target_loss: ``cfg.target_loss``.
     """
 
     def __init__(self, cfg: AllInOneConfig) -> None:
@@ -81,7 +81,7 @@ class AllInOne(nn.Module):
         cfg.validate()
         self.cfg = cfg
         self.loss_names: tuple[str, ...] = cfg.loss_names
-        self.target_loss: str = cfg.primary
+        self.target_loss: str = cfg.target_loss
         text = cfg.text_config()
         # Registration order = official state_dict order.
         self.text_embeddings = BertEmbeddings(text, word="embedding", token_types=True)
@@ -207,7 +207,7 @@ class AllInOne(nn.Module):
                 :meth:`embed_video`). None = raster order, or random per call with ``cfg.patch_shuffle``.
 
         Returns:
-            ``{name: 0-dim loss}`` for exactly ``loss_names``, in that order (primary first).
+            ``{name: 0-dim loss}`` for exactly ``loss_names``, in that order (target loss first).
         """
         check_batch(batch, self.cfg.max_text_len)
         joint = self.joint(batch["mlm_ids"], batch["text_mask"], batch["video"], patch_perm)

@@ -30,7 +30,7 @@ Task = Literal["retrieval", "caption", "sentiment"]
 # transformer's task-embedding index. "m_" = computed on the masked text and masked video.
 LOSS_NAMES: tuple[str, ...] = ("joint", "alignment", "mlm", "mfm", "m_joint", "m_align", "decoder", "m_decoder")
 
-# "sentiment" (CMU-MOSI regression; neither UniVL nor MELTR released it) comes first: it is the primary
+# "sentiment" (CMU-MOSI regression; neither UniVL nor MELTR released it) comes first: it is the target
 # loss of its task, and the order of the active losses is the loss transformer's task index.
 KNOWN_LOSSES: tuple[str, ...] = ("sentiment",) + LOSS_NAMES
 
@@ -59,7 +59,7 @@ LAYOUT_MODULES: dict[str, tuple[str, ...]] = {
     "pretrain_stage_two": ("cross", "decoder", "cls", "cls_visual", "similarity_dense"),
 }
 
-# MELTR's primary (meta-objective) loss per task (MELTR main.py: retrieval → alignment, caption → decoder).
+# MELTR's target (meta-objective) loss per task (MELTR main.py: retrieval → alignment, caption → decoder).
 TARGET_LOSS: dict[str, str] = {"retrieval": "alignment", "caption": "decoder", "sentiment": "sentiment"}
 
 
@@ -82,17 +82,17 @@ class UniVLConfig:
     max_words: int = 48  # padded text / caption length L
     max_frames: int = 48  # padded number of frames F
     margin: float = 0.1  # max-margin ranking margin (joint / m_joint)
-    task: Task = "retrieval"  # fine-tuning task; picks target_loss
+    task: Task = "retrieval"  # fine-tuning task; picks the default target_loss
     losses: tuple[str, ...] = LOSS_NAMES  # active losses = forward's keys, a subsequence of LOSS_NAMES
     layout: str = "auto"  # "auto" (what the losses need) or a LAYOUT_MODULES key
-    target_loss: str = ""  # primary loss; "" = TARGET_LOSS[task]
+    target_loss: str | None = None  # the loss the meta step optimises, one of losses; None = TARGET_LOSS[task]
     visual_input_dim: int = 0  # raw visual feature width; 0 = video_dim. Otherwise a new Linear projects it to video_dim
     sentiment_loss: Literal["l1", "mse"] = "l1"  # CMU-MOSI regression loss (MMSA trains with L1)
 
     def __post_init__(self) -> None:
         self.losses = tuple(self.losses)
-        if not self.target_loss:
-            self.target_loss = TARGET_LOSS.get(self.task, "")
+        if not self.target_loss:  # None; also "", what configs stored before it was optional
+            self.target_loss = TARGET_LOSS.get(self.task)
 
     @classmethod
     def base(cls, **overrides: object) -> UniVLConfig:
@@ -126,7 +126,7 @@ class UniVLConfig:
     def replace(self, **changes: object) -> UniVLConfig:
         """A validated copy with ``changes`` applied (``target_loss`` follows a changed ``task`` unless given)."""
         if "task" in changes and "target_loss" not in changes:
-            changes["target_loss"] = ""  # re-derive the primary loss for the new task
+            changes["target_loss"] = None  # re-derive the target loss for the new task
         cfg = dataclasses.replace(self, **changes)  # type: ignore[arg-type]
         cfg.validate()
         return cfg

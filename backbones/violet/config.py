@@ -7,15 +7,16 @@ pytorch_violet issue #9) and bert-base-uncased for the text embedding and the 12
 
 Losses per task, in the MELTR fork's order (the loss transformer's task index; ``violet/main_*.py``):
 
-==========  ==========================  ========
-task        losses                      primary
-==========  ==========================  ========
+==========  ==========================  ===========
+task        losses                      target loss
+==========  ==========================  ===========
 retrieval   ``vtm, mtm, mvm``           vtm
 qa_oe       ``oe, vtm, mtm, mvm``       oe
 qa_mc       ``mc, vtm, mtm, mvm``       mc
-==========  ==========================  ========
+==========  ==========================  ===========
 
-``losses`` may name a subset (in that order); the primary loss is always the first active one.
+``losses`` may name a subset (in that order); ``target_loss`` (the loss the meta step optimises) defaults to
+the first active one, which is the task's loss of the table whenever it is active.
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ class VioletConfig:
 
     task: Task = "retrieval"  # fine-tuning task: picks the heads and the loss order
     losses: tuple[str, ...] = ()  # active losses = forward's keys, a subsequence of TASK_LOSSES[task]; () = all
+    target_loss: str | None = None  # the loss the meta step optimises, one of losses; None = the first of them
     swin: SwinConfig = field(default_factory=SwinConfig)  # Video Swin (enc_img.swin)
     bert: BertConfig = field(default_factory=_bert_base)  # text embedding (enc_txt) and cross encoder (trsfr)
     vq_size: int = 8192  # MVM classes: DALL-E codebook size
@@ -115,16 +117,13 @@ class VioletConfig:
     # The MELTR fork's bugs, reproduced when True (the golden fixture was made with them); False = the paper:
     # (1) QA-MC MTM masks whole option rows and labels whole rows (CLS/SEP/PAD included, or all [MASK]);
     # (2) QA-MC VTM pairs the first B rows of the option-expanded batch (options of video 0), not B videos;
-    # (3) masking is in place, so the primary loss (and VTM) see the block-masked video.
+    # (3) masking is in place, so the answer loss (oe / mc) and VTM see the block-masked video.
     fork_quirks: bool = False
 
     def __post_init__(self) -> None:
         self.losses = tuple(self.losses) if self.losses else TASK_LOSSES.get(self.task, ())
-
-    @property
-    def target_loss(self) -> str:
-        """The primary (meta-objective) loss: the first active one."""
-        return self.losses[0]
+        if self.target_loss is None and self.losses:
+            self.target_loss = self.losses[0]
 
     @classmethod
     def base(cls, **overrides: Any) -> VioletConfig:
@@ -151,9 +150,12 @@ class VioletConfig:
         return cfg
 
     def replace(self, **changes: Any) -> VioletConfig:
-        """A validated copy with ``changes`` applied (``losses`` follow a changed ``task`` unless given)."""
+        """A validated copy with ``changes`` applied (``losses`` follow a changed ``task`` unless given, and
+        ``target_loss`` changed ``losses`` unless given)."""
         if "task" in changes and "losses" not in changes:
             changes["losses"] = ()
+        if "losses" in changes and "target_loss" not in changes:
+            changes["target_loss"] = None
         cfg = dataclasses.replace(self, **changes)
         cfg.validate()
         return cfg
@@ -195,6 +197,8 @@ class VioletConfig:
         if not self.losses or list(self.losses) != [n for n in order if n in self.losses] or len(set(self.losses)) != len(self.losses):
             raise ValueError(f"VioletConfig.losses={self.losses!r}: task {self.task!r} allows a non-empty subsequence "
                              f"of {order}, in that order (the order is the loss transformer's task index)")
+        if self.target_loss not in self.losses:
+            raise ValueError(f"VioletConfig.target_loss={self.target_loss!r} is not an active loss {self.losses}")
         if not isinstance(self.swin, SwinConfig) or not isinstance(self.bert, BertConfig):
             raise ValueError("VioletConfig.swin must be a SwinConfig and VioletConfig.bert a BertConfig")
         self.swin.validate("swin")

@@ -8,7 +8,7 @@
     [visual ; text] ─ 12 post-LN BERT layers (text padding masked) ──► [B, L_v + L, D]
     heads: VTM / OE / MC read the text [CLS] at index L_v; MTM the text part; MVM the visual part
 
-Losses (``shared/reference/violet.md`` §3; names and order of the fork, the first active one is primary),
+Losses (``shared/reference/violet.md`` §3; names and order of the fork; the target loss defaults to the first active one),
 each ``CrossEntropy(ignore_index=-1)`` averaged over the kept targets of the batch:
 
 =====  ==========================================================================================
@@ -19,7 +19,7 @@ mtm    ``fc_mtm`` (BERT MLM head) on the text part of (masked video, masked text
 mvm    ``fc_mvm`` (8192 DALL-E classes) on the visual part of the same pass (MC: the answer's option row)
 =====  ==========================================================================================
 
-With ``fork_quirks=False`` (default, the paper) VTM and the primary loss see the clean video, MTM/MVM the
+With ``fork_quirks=False`` (default, the paper) VTM and the answer loss (oe / mc) see the clean video, MTM/MVM the
 jointly masked pair, QA-MC masks every option text normally and pairs each video with its answer's text
 for VTM. ``fork_quirks=True`` reproduces the published fork (see :class:`~backbones.violet.config.VioletConfig`
 and :mod:`backbones.violet.inputs`); the golden parity tests use it.
@@ -128,7 +128,7 @@ class Violet(nn.Module):
         cfg: a :class:`VioletConfig`; ``cfg.task`` picks the heads, ``cfg.losses`` the returned losses.
 
     Attributes:
-        loss_names: ``cfg.losses`` (MELTR order). target_loss: the first of them.
+        loss_names: ``cfg.losses`` (MELTR order). target_loss: ``cfg.target_loss`` (default the first of them).
     """
 
     loss_names: tuple[str, ...]
@@ -294,7 +294,8 @@ class Violet(nn.Module):
             video_feat, video_mask = masked_feat if quirks else self.encode_video(batch["video"])  # type: ignore[misc]
             text_feat = self.enc_txt(ids)
             if need & {"oe", "mc"}:
-                out[self.target_loss] = self._answer_logits(video_feat, video_mask, text_feat, mask, options)
+                answer = "oe" if cfg.task == "qa_oe" else "mc"  # the task's answer loss (not target_loss: that is any loss)
+                out[answer] = self._answer_logits(video_feat, video_mask, text_feat, mask, options)
             if "vtm" in need:
                 if options and quirks:
                     # Fork quirk (2): the first B rows of the option-expanded batch (options of video 0, ...).

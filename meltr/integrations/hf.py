@@ -34,10 +34,12 @@ from torch import Tensor, nn
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput, get_last_checkpoint
 
-from meltr.baselines import CombinerConfig
 from meltr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from meltr.combiners import CombinerConfig
+from meltr.deprecation import renamed_kwargs
 from meltr.interface import LOSSES_KEY, LossContractError, losses_of
-from meltr.meta_learner import MetaConfig, MetaLearner, to_device
+from meltr.meta_learner import MetaConfig, MetaLearner
+from meltr.model_call import to_device
 
 __all__ = ["MeltrTrainer", "META_STATE_NAME"]
 
@@ -88,10 +90,11 @@ class MeltrTrainer(Trainer):
             ``linear`` are the baselines) and its options.
         meta: The meta step: K, gamma, meta batches, hypergradient scheme and meta optimiser.
         loss_names: The losses the model returns, in task-index order; default ``model.loss_names``.
-        primary: The target loss the meta step optimises; default ``model.target_loss``.
+        target_loss: The loss the meta step optimises; default ``model.target_loss`` (``primary=`` is its
+            deprecated name).
         meta_seed: Seed of the combiner's initialisation and of the meta-batch draws (the same on all
             ranks); default ``args.seed``.
-        meta_loader: Held-out batches (``model(**batch)`` inputs) for the primary side of the meta step,
+        meta_loader: Held-out batches (``model(**batch)`` inputs) for the target-loss side of the meta step,
             with ``meta.source="loader"``; default: the buffer of recent training batches.
 
     With ``args.gradient_checkpointing``, ``args.gradient_checkpointing_kwargs`` gets
@@ -103,12 +106,13 @@ class MeltrTrainer(Trainer):
         meta: The :class:`meltr.MetaLearner` (combiner, meta optimiser, buffer).
 
     Raises:
-        LossContractError: No loss names (neither ``loss_names=`` nor ``model.loss_names``) or no primary
+        LossContractError: No loss names (neither ``loss_names=`` nor ``model.loss_names``) or no target
             loss; or ``args.gradient_checkpointing`` with ``use_reentrant=True``, which the meta step
             cannot differentiate through.
         ValueError: No model, a ``compute_loss_func``, or ``nn.DataParallel`` (``args.n_gpu > 1``).
     """
 
+    @renamed_kwargs(primary="target_loss")
     def __init__(
         self,
         model: nn.Module | None = None,
@@ -117,7 +121,7 @@ class MeltrTrainer(Trainer):
         combiner: CombinerConfig | None = None,
         meta: MetaConfig | None = None,
         loss_names: Sequence[str] | None = None,
-        primary: str | None = None,
+        target_loss: str | None = None,
         meta_seed: int | None = None,
         meta_loader: Iterable | None = None,
         **trainer_kwargs: Any,
@@ -138,13 +142,13 @@ class MeltrTrainer(Trainer):
         # no `labels`-like argument for the Trainer to detect.
         self.can_return_loss = True
         seed = self.args.seed if meta_seed is None else meta_seed
-        self.meta = self._build_meta(loss_names, primary, combiner, meta, seed, meta_loader)
+        self.meta = self._build_meta(loss_names, target_loss, combiner, meta, seed, meta_loader)
         self._micro_batches: list[Any] = []  # the inputs of the optimiser step in progress
         self._eval_losses: list[Tensor] = []  # loss vectors of the evaluation in progress
         self._resume: tuple[str, dict[str, Any]] | None = None  # (file, meta state) to apply when training begins
         self.add_callback(_MetaStepCallback(self))
 
-    def _build_meta(self, loss_names: Sequence[str] | None, primary: str | None, combiner: CombinerConfig | None,
+    def _build_meta(self, loss_names: Sequence[str] | None, target_loss: str | None, combiner: CombinerConfig | None,
                     meta: MetaConfig | None, seed: int, meta_loader: Iterable | None) -> MetaLearner:
         args = self.args
         kwargs: dict[str, Any] = {
@@ -159,15 +163,15 @@ class MeltrTrainer(Trainer):
             torch.manual_seed(seed)
             if loss_names is None:
                 try:
-                    return MetaLearner.for_model(self.model, combiner, meta, primary=primary, **kwargs)
+                    return MetaLearner.for_model(self.model, combiner, meta, target_loss=target_loss, **kwargs)
                 except LossContractError as exc:
-                    raise LossContractError(f"{exc}. With MeltrTrainer: MeltrTrainer(..., loss_names=(...), primary='...')") from None
-            primary = primary if primary is not None else getattr(self.model, "target_loss", None)
-            if primary is None:
-                raise LossContractError(f"{type(self.model).__name__} has no target_loss: pass MeltrTrainer(..., primary='<one of {tuple(loss_names)}>')")
+                    raise LossContractError(f"{exc}. With MeltrTrainer: MeltrTrainer(..., loss_names=(...), target_loss='...')") from None
+            target_loss = target_loss if target_loss is not None else getattr(self.model, "target_loss", None)
+            if target_loss is None:
+                raise LossContractError(f"{type(self.model).__name__} has no target_loss: pass MeltrTrainer(..., target_loss='<one of {tuple(loss_names)}>')")
             param = next(self.model.parameters(), None)
             device = param.device if param is not None else args.device
-            learner = MetaLearner(loss_names, primary, combiner, meta, device=device, **kwargs)
+            learner = MetaLearner(loss_names, target_loss, combiner, meta, device=device, **kwargs)
             learner.model_name = type(self.model).__name__
             return learner
 

@@ -53,7 +53,8 @@ from torch import Tensor
 from meltr import distributed as D
 from meltr.checkpoint import rng_state, set_rng_state
 from meltr.interface import LossContractError
-from meltr.meta_learner import MetaLearner, to_device
+from meltr.meta_learner import MetaLearner
+from meltr.model_call import to_device
 
 __all__ = ["MeltrCallback", "meltr_loss"]
 

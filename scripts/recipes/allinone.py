@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -38,8 +38,10 @@ log = logging.getLogger(__name__)
 class ModelOptions:
     """Which All-in-one to build."""
 
+    RENAMED: ClassVar[dict[str, str]] = {"primary": "target_loss"}  # old key -> new (YAML files, checkpoints' run configs)
+
     size: Literal["base", "tiny"] = "base"  # ViT-B/16, or the golden-fixture widths (CPU smoke runs)
-    primary: Literal["ind_itc", "mlm"] = "ind_itc"  # meta-objective: paper (retrieval ITC) or the fork's MLM
+    target_loss: Literal["ind_itc", "mlm"] = "ind_itc"  # meta-objective: paper (retrieval ITC) or the fork's MLM
     patch_shuffle: bool = False  # official random patch order per frame in training (off: raster order)
     drop_rate: float = 0.1  # dropout (official drop_rate)
     drop_path_rate: float = 0.1  # stochastic depth of the last block (official ViT default)
@@ -62,7 +64,7 @@ class RunConfig:
 def model_config(opt: ModelOptions, data: AllInOneDataConfig) -> AllInOneConfig:
     """The :class:`AllInOneConfig` of a run; frames, image size and text length follow ``data``."""
     common = dict(max_text_len=data.max_text_len, image_size=data.image_size, num_frames=data.num_frames,
-                  primary=opt.primary, patch_shuffle=opt.patch_shuffle, drop_rate=opt.drop_rate,
+                  target_loss=opt.target_loss, patch_shuffle=opt.patch_shuffle, drop_rate=opt.drop_rate,
                   drop_path_rate=opt.drop_path_rate)
     cfg = AllInOneConfig.base(**common) if opt.size == "base" else AllInOneConfig.tiny(vocab_size=30522, **common)
     return set_attention(cfg, opt.attention)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch.utils.data import Dataset
@@ -40,7 +40,7 @@ class ModelOptions:
     """Which UniVL to build."""
 
     size: Literal["base", "tiny"] = "base"  # official sizes, or the golden-fixture sizes (CPU smoke runs)
-    task: Literal["retrieval", "caption", "sentiment"] = "retrieval"  # primary loss: alignment / decoder / sentiment
+    task: Literal["retrieval", "caption", "sentiment"] = "retrieval"  # target loss: alignment / decoder / sentiment
     losses: list[str] = field(default_factory=lambda: list(LOSS_NAMES))  # losses fed to the combiner, MELTR order
     margin: float = 0.1  # max-margin ranking margin
     layout: str = "auto"  # modules to build: "auto" (what the losses need) or an official layout name
@@ -50,7 +50,7 @@ class ModelOptions:
 
 @dataclass
 class EvalConfig:
-    """How the primary task is evaluated."""
+    """How the target task is evaluated."""
 
     beam_size: int = 5  # captioning beam width (official 5)
     text_chunk: int = 16  # text rows per cross-encoder call in retrieval scoring
@@ -62,6 +62,13 @@ class EvalConfig:
 @dataclass
 class RunConfig:
     """One UniVL fine-tuning run."""
+
+    # Keys of earlier releases (YAML files, run configs stored in checkpoints): read with a FutureWarning.
+    RENAMED: ClassVar[dict[str, str]] = {
+        "data.batch_size": "loader.batch_size", "data.eval_batch_size": "loader.eval_batch_size",
+        "data.num_workers": "loader.num_workers", "data.tokenizer": "loader.tokenizer",
+        "model.max_words": "data.max_words", "model.max_frames": "data.max_frames",
+    }
 
     backbone: Literal["univl"] = "univl"  # recipe selector
     model: ModelOptions = field(default_factory=ModelOptions)  # UniVL options

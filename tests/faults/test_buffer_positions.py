@@ -10,7 +10,6 @@ back to storing the batches, with one warning.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -28,6 +27,7 @@ from meltr import EpochSampler, MetaConfig, MetaLearner, OptimConfig, Trainer, T
 from meltr.buffer import BufferMismatchError, batch_fingerprint
 from meltr.checkpoint import load_checkpoint, save_checkpoint
 from meltr.config import ConfigError, from_dict
+from tests.gloo import gloo_rank, read_reports
 from tests.toy_models import ToyRegression, regression_batches, small_meltr, toy_trainer_config
 
 STEPS_PER_EPOCH = 4
@@ -266,10 +266,8 @@ WORLD = 2
 
 
 def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     out = Path(out_dir)
-    report: dict[str, Any] = {}
-    try:
+    with gloo_rank(rank, WORLD, init_file, out_dir) as report:
         data = _samples(WORLD * 8 * STEPS_PER_EPOCH)
 
         def build(run_dir: Path | None = None) -> Trainer:
@@ -291,16 +289,12 @@ def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
             report["same"] = True
         except AssertionError as exc:
             report["same"] = f"differs: {exc}"
-        dist.barrier()  # no rank tears gloo down while the other still talks to it
-    finally:
-        (out / f"report{rank}.json").write_text(json.dumps(report))
-        dist.destroy_process_group()
 
 
 def test_two_gloo_ranks_resume_their_own_buffers_from_positions_bit_exact(tmp_path) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
-    reports = [json.loads((tmp_path / f"report{r}.json").read_text()) for r in range(WORLD)]
+    reports = read_reports(tmp_path, WORLD)
     assert [r["same"] for r in reports] == [True, True]
     last = load_checkpoint(tmp_path / "run" / "last.pt")
     (rank_file,) = (tmp_path / "run").glob("last.pt.rank1.*")

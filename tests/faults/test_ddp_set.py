@@ -8,7 +8,6 @@ another save) on every rank, naming the files and their steps, instead of mergin
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import shutil
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch.multiprocessing as mp
 from meltr import CombinerConfig, LossTransformerConfig, MetaConfig, OptimConfig, Trainer, TrainerConfig
 from meltr import distributed as D
 from meltr.checkpoint import CheckpointError, load_checkpoint
+from tests.gloo import gloo_rank, read_reports
 from tests.toy_models import ToyRegression, regression_batches
 
 WORLD = 2
@@ -39,10 +39,8 @@ def _trainer(run: Path, rank: int) -> Trainer:
 
 
 def _worker(rank: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     out, run = Path(out_dir), Path(out_dir) / "run"
-    report: dict = {}
-    try:
+    with gloo_rank(rank, WORLD, init_file, out_dir) as report:
         trainer = _trainer(run, rank)
         trainer.fit()  # last.pt after every step and at the epoch end
         dist.barrier()
@@ -69,16 +67,12 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         resumed = _trainer(out / f"resumed_b{rank}", rank)
         resumed.resume(run / "b.pt")
         report["b_step"] = resumed.step
-        dist.barrier()  # no rank tears gloo down while the other still talks to it
-    finally:
-        (out / f"report{rank}.json").write_text(json.dumps(report))
-        dist.destroy_process_group()
 
 
 def test_rank_files_are_one_commit_and_a_mixed_set_is_refused(tmp_path) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
-    r0, r1 = (json.loads((tmp_path / f"report{r}.json").read_text()) for r in range(WORLD))
+    r0, r1 = read_reports(tmp_path, WORLD)
     run = tmp_path / "run"
     last = load_checkpoint(run / "last.pt")
     # one rank file per rank > 0, from the save last.pt commits (the older sets were removed)

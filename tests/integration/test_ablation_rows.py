@@ -18,7 +18,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from meltr import CombinerConfig, EpochSampler, MetaConfig, OptimConfig, Trainer, TrainerConfig
-from meltr.baselines import build_combiner
+from meltr.combiners import build_combiner
 from meltr.config import from_dict
 from meltr.log import read_jsonl
 from meltr.loss_transformer import preset

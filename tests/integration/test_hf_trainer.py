@@ -207,10 +207,14 @@ def test_a_model_without_loss_names_needs_them_passed(tmp_path: Path) -> None:
     bare = BertModel(BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8))
     with pytest.raises(LossContractError, match=r"BertModel has no loss_names.*MeltrTrainer\(\.\.\., loss_names="):
         MeltrTrainer(model=bare, args=_args(tmp_path))
-    with pytest.raises(LossContractError, match="primary="):
+    with pytest.raises(LossContractError, match="target_loss="):
         MeltrTrainer(model=bare, args=_args(tmp_path), loss_names=("task", "aux"))
-    trainer = MeltrTrainer(model=bare, args=_args(tmp_path), loss_names=("task", "aux"), primary="task")
-    assert trainer.meta.loss_names == ("task", "aux") and trainer.meta.primary == "task"
+    trainer = MeltrTrainer(model=bare, args=_args(tmp_path), loss_names=("task", "aux"), target_loss="task")
+    assert trainer.meta.loss_names == ("task", "aux") and trainer.meta.target_loss == "task"
+    # The old keyword works for one release, with a warning naming the new one.
+    with pytest.warns(DeprecationWarning, match="'primary=' is renamed 'target_loss='"):
+        old = MeltrTrainer(model=bare, args=_args(tmp_path), loss_names=("task", "aux"), primary="aux")
+    assert old.meta.target_loss == "aux"
 
 
 def test_resuming_from_a_checkpoint_without_this_process_meta_state_names_the_folder(samples: list, tmp_path: Path) -> None:

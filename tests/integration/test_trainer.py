@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from meltr import EpochSampler, HypergradConfig, Trainer, TrainerConfig
+from meltr import EpochSampler, HypergradConfig, MetaLearner, Trainer, TrainerConfig
 from meltr.checkpoint import load_checkpoint
 from meltr.interface import LossContractError
 from meltr.trainer import CombinerTrainingError
@@ -166,7 +166,7 @@ def test_te_only_meltr_cannot_train_and_says_so() -> None:
         trainer.fit()
 
 
-def test_held_out_meta_loader_is_used_for_the_primary_side() -> None:
+def test_held_out_meta_loader_is_used_for_the_target_loss_side() -> None:
     seen = []
 
     class Spy(ToyRegression):
@@ -183,9 +183,26 @@ def test_held_out_meta_loader_is_used_for_the_primary_side() -> None:
     assert any(abs(s - meta_sum) < 1e-4 for s in seen)
 
 
-def test_primary_must_be_a_model_loss() -> None:
-    with pytest.raises(ValueError, match="nope"):
-        Trainer(ToyRegression(), _cfg(primary="nope"), _loader(_samples(16), 8), device="cpu")
+def test_target_loss_must_be_a_model_loss() -> None:
+    with pytest.raises(ValueError, match="target loss 'nope'"):
+        Trainer(ToyRegression(), _cfg(target_loss="nope"), _loader(_samples(16), 8), device="cpu")
+
+
+def test_the_old_primary_name_still_picks_the_target_loss() -> None:
+    # TrainerConfig(primary=...) and .primary, MetaLearner(primary=...): one release with a DeprecationWarning.
+    with pytest.warns(DeprecationWarning, match="'primary=' is renamed 'target_loss='"):
+        cfg = _cfg(primary="helpful")
+    assert cfg.target_loss == "helpful"
+    with pytest.warns(DeprecationWarning, match="'.primary' is renamed '.target_loss'"):
+        assert cfg.primary == "helpful"
+    trainer = Trainer(ToyRegression(), cfg, _loader(_samples(16), 8), device="cpu")
+    assert (trainer.target_loss, trainer.target_index) == ("helpful", ToyRegression.loss_names.index("helpful"))
+    with pytest.warns(DeprecationWarning, match="MetaLearner.__init__: 'primary='"):
+        meta = MetaLearner(ToyRegression.loss_names, primary="helpful")
+    with pytest.warns(DeprecationWarning, match="'.primary_index' is renamed '.target_index'"):
+        assert meta.primary_index == meta.target_index == trainer.target_index
+    with pytest.raises(TypeError, match="both primary= and its new name target_loss="):
+        MetaLearner(ToyRegression.loss_names, target_loss="helpful", primary="helpful")
 
 
 class _EpochAware(list):

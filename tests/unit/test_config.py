@@ -6,7 +6,7 @@ import argparse
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import pytest
 import yaml
@@ -395,3 +395,98 @@ def test_add_override_args() -> None:
     args = parser.parse_args(["--set", "trainer.epochs=2", "--set", "name=x"])
     assert args.overrides == ["trainer.epochs=2", "name=x"]
     assert parser.parse_args([]).overrides == []  # the default list is not shared between parses
+
+
+# --------------------------------------------------------------------------------------------------
+# Renamed keys (RENAMED tables)
+@dataclass
+class LoaderSection:
+    batch_size: int = 8
+    workers: int = 0
+
+
+@dataclass
+class DataSection:
+    path: str = "x"
+    max_words: int = 32
+
+
+@dataclass
+class ModelSection:
+    RENAMED: ClassVar[dict[str, str]] = {"primary": "target_loss"}
+
+    target_loss: str = "a"
+    width: int = 4
+
+
+@dataclass
+class RenamingRun:
+    # A run config moving keys between its sections, as a recipe declares its own renames.
+    RENAMED: ClassVar[dict[str, str]] = {"data.batch_size": "loader.batch_size", "model.max_words": "data.max_words"}
+
+    data: DataSection = field(default_factory=DataSection)
+    loader: LoaderSection = field(default_factory=LoaderSection)
+    model: ModelSection = field(default_factory=ModelSection)
+
+
+def test_renamed_keys_load_in_their_new_place_with_a_warning(tmp_path: Path) -> None:
+    path = _write(tmp_path, """\
+        data: {path: p, batch_size: 4}
+        model: {primary: b, max_words: 12}
+        """)
+    with pytest.warns(FutureWarning) as caught:
+        cfg = load(path, RenamingRun)
+    assert cfg == RenamingRun(DataSection("p", 12), LoaderSection(batch_size=4), ModelSection(target_loss="b"))
+    messages = sorted(str(w.message) for w in caught)
+    assert messages == [
+        f"{path}: 'data.batch_size' is renamed 'loader.batch_size' (the old name is accepted until the next release)",
+        f"{path}: 'model.max_words' is renamed 'data.max_words' (the old name is accepted until the next release)",
+        f"{path}: 'model.primary' is renamed 'model.target_loss' (the old name is accepted until the next release)",
+    ]
+    # The new names load silently, and the result is written with them.
+    assert from_dict(to_dict(cfg), RenamingRun) == cfg
+    assert "primary" not in to_dict(cfg)["model"] and "batch_size" not in to_dict(cfg)["data"]
+
+
+def test_renamed_keys_in_overrides_and_dicts_and_the_input_is_not_changed(tmp_path: Path) -> None:
+    path = _write(tmp_path, "loader: {workers: 2}\n")
+    with pytest.warns(FutureWarning, match="'data.batch_size' is renamed"):
+        assert load(path, RenamingRun, ["data.batch_size=16"]).loader == LoaderSection(16, 2)
+    stored = {"model": {"primary": "c"}}  # e.g. a checkpoint's stored run config, written before the rename
+    with pytest.warns(FutureWarning, match="<dict>: 'model.primary'"):
+        assert from_dict(stored, RenamingRun).model.target_loss == "c"
+    assert stored == {"model": {"primary": "c"}}
+
+
+def test_an_old_key_beside_its_new_name_is_refused(tmp_path: Path) -> None:
+    message, path = _error_for(tmp_path, "model: {primary: a, target_loss: b}\n", RenamingRun)
+    assert message == f"{path}: model.primary: both 'primary' (its old name) and 'target_loss' are set: keep 'target_loss' only"
+    message, path = _error_for(tmp_path, "data: {batch_size: 2}\nloader: {batch_size: 3}\n", RenamingRun)
+    assert "data.batch_size: both 'data.batch_size' (its old name) and 'loader.batch_size' are set" in message
+
+
+def test_a_renames_table_must_point_at_a_field() -> None:
+    @dataclass
+    class Broken:
+        RENAMED: ClassVar[dict[str, str]] = {"old": "nowhere.new"}
+        x: int = 0
+
+    with pytest.raises(TypeError, match=r"Broken.RENAMED: 'old' -> 'nowhere.new', but .*Broken has no field 'nowhere'"):
+        from_dict({}, Broken)
+
+
+def test_the_trainer_reads_its_old_primary_key(tmp_path: Path) -> None:
+    from meltr import TrainerConfig as MeltrTrainerConfig
+
+    path = _write(tmp_path, "primary: main\nepochs: 2\n")
+    with pytest.warns(FutureWarning, match="'primary' is renamed 'target_loss'"):
+        cfg = load(path, MeltrTrainerConfig)
+    assert (cfg.target_loss, cfg.epochs) == ("main", 2)
+    assert "primary" not in to_dict(cfg) and to_dict(cfg)["target_loss"] == "main"
+
+
+def _error_for(tmp_path: Path, text: str, cls: type) -> tuple[str, str]:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load(path, cls)
+    return str(info.value), str(path)

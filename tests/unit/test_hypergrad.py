@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from meltr.baselines import LinearCombiner
+from meltr.combiners import LinearCombiner
 from meltr.hypergrad import (
     AIDCG,
     AIDFP,
@@ -151,6 +151,20 @@ def test_itd_equals_backprop_through_the_unrolled_step() -> None:
     (ref,) = torch.autograd.grad(outer, comb.weight)
     (got,) = ITD(lr)(primary, aux, params, [comb.weight])
     torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_itd_takes_the_inner_lr_from_the_call_unless_it_has_its_own() -> None:
+    # The meta-learner passes the backbone's learning rate to every scheme; only itd reads it, and its
+    # own inner_lr (meta.hypergrad.inner_lr) wins.
+    q = Quadratic(seed=5)
+    params, comb, aux, primary = q.torch_setup()
+    (fixed,) = ITD(0.2)(primary, aux, params, [comb.weight])
+    (passed,) = ITD()(primary, aux, params, [comb.weight], inner_lr=0.2)
+    (own,) = ITD(0.2)(primary, aux, params, [comb.weight], inner_lr=0.05)
+    (other,) = ITD()(primary, aux, params, [comb.weight], inner_lr=0.05)
+    assert torch.equal(passed, fixed) and torch.equal(own, fixed) and not torch.allclose(other, fixed)
+    with pytest.raises(ValueError, match="inner_lr"):
+        ITD()(primary, aux, params, [comb.weight])
 
 
 def test_stocbio_deterministic_equals_aid_fp_and_stochastic_is_unbiased() -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from meltr import CombinerConfig, LossTransformerConfig, MetaConfig, MetaLearner, OptimConfig, Trainer, TrainerConfig
-from meltr.baselines import build_combiner
+from meltr.combiners import build_combiner
 from meltr.loss_transformer import PRESETS, LossTransformer, load_official_meltr, preset
 from scripts.run_config import load_run
 from tests.toy_models import ToyRegression, regression_batches
@@ -30,8 +30,8 @@ def test_plug_in_default_is_the_sum_at_init_for_any_losses(seed: int) -> None:
     torch.manual_seed(seed)
     t = int(torch.randint(2, 7, ()))
     names = [f"l{i}" for i in range(t)]
-    primary = names[int(torch.randint(t, ()))]
-    comb = build_combiner(CombinerConfig(), names, primary)  # TrainerConfig() and MetaLearner.for_model use this
+    target = names[int(torch.randint(t, ()))]
+    comb = build_combiner(CombinerConfig(), names, target)  # TrainerConfig() and MetaLearner.for_model use this
     assert isinstance(comb, LossTransformer) and comb.cfg.residual == "sum"
     losses = _random_losses(64, t)
     for mode in (comb.train, comb.eval):  # the default dropout (0.1) does not matter either

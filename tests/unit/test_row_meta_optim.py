@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import torch
 
-from meltr.baselines import build_combiner
+from meltr.combiners import build_combiner
 from meltr.optim import build_optimizer
 from scripts.run_config import load_run
 
@@ -103,15 +103,14 @@ def model_losses(backbone: str, mod: ModuleType, cfg: Any) -> tuple[tuple[str, .
     these two attributes from it; test_model_losses_match_the_built_model checks that)."""
     mcfg = model_config(backbone, mod, cfg)
     if backbone == "allinone":
-        return tuple(mcfg.loss_names), mcfg.primary  # AllInOne.__init__
+        return tuple(mcfg.loss_names), mcfg.target_loss  # AllInOne.__init__
     return tuple(mcfg.losses), mcfg.target_loss  # UniVL.__init__, Violet.__init__
 
 
 def meta_optimizer(cfg: Any, loss_names: tuple[str, ...], target: str) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """The combiner and its optimiser as the trainer builds them: ``build_combiner`` for the model's losses and
-    primary, then ``build_optimizer(combiner.named_parameters(), trainer.meta.optim)``."""
-    primary = cfg.trainer.primary or target
-    combiner = build_combiner(cfg.trainer.combiner, loss_names, primary)
+    target loss, then ``build_optimizer(combiner.named_parameters(), trainer.meta.optim)``."""
+    combiner = build_combiner(cfg.trainer.combiner, loss_names, cfg.trainer.target_loss or target)
     return combiner, build_optimizer(combiner.named_parameters(), cfg.trainer.meta.optim)
 
 

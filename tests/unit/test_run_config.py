@@ -27,11 +27,11 @@ def test_merge_changes_only_the_keys_the_overlay_names() -> None:
 
 def test_an_overlay_equals_the_same_settings_as_overrides(tmp_path) -> None:
     """An overlay of leaves is the --set list of the same leaves, through the strict loader of meltr.config."""
-    overlay = {"model": {"size": "tiny", "max_words": 12}, "trainer": {"epochs": 1, "optim": {"lr": 1e-4}}}
+    overlay = {"model": {"size": "tiny"}, "data": {"max_words": 12}, "trainer": {"epochs": 1, "optim": {"lr": 1e-4}}}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(overlay))
     mod, cfg = load_run(MOSI, [path], ["trainer.log_every=3"])
-    expected = load(MOSI, recipe("univl").RunConfig, ["model.size=tiny", "model.max_words=12", "trainer.epochs=1",
+    expected = load(MOSI, recipe("univl").RunConfig, ["model.size=tiny", "data.max_words=12", "trainer.epochs=1",
                                                       "trainer.optim.lr=1e-4", "trainer.log_every=3"])
     assert mod is recipe("univl") and cfg == expected
     assert cfg.trainer.optim.schedule == "linear"  # merged key by key: the rest of trainer.optim stays
@@ -61,3 +61,22 @@ def test_errors_name_the_file_or_override_that_set_the_key(tmp_path) -> None:
         load_run(MOSI, [tmp_path / "dup.yaml"])
     with pytest.raises(ConfigError, match="config file not found"):
         load_run(MOSI, [tmp_path / "none.yaml"])
+
+
+def test_a_univl_config_of_the_previous_release_loads_with_a_warning_per_renamed_key(tmp_path) -> None:
+    """UniVL's batching moved to loader., its lengths to data. (as VIOLET and All-in-one), trainer.primary became
+    trainer.target_loss: an old YAML (or the run config stored in an old checkpoint) loads to the same config."""
+    old = {"backbone": "univl", "model": {"size": "tiny", "max_words": 12, "max_frames": 10},
+           "data": {"dataset": "youcook2", "batch_size": 4, "eval_batch_size": 3, "num_workers": 1, "tokenizer": "tok"},
+           "trainer": {"primary": "decoder"}}
+    new = {"backbone": "univl", "model": {"size": "tiny"}, "data": {"dataset": "youcook2", "max_words": 12, "max_frames": 10},
+           "loader": {"batch_size": 4, "eval_batch_size": 3, "num_workers": 1, "tokenizer": "tok"},
+           "trainer": {"target_loss": "decoder"}}
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(old))
+    (tmp_path / "new.yaml").write_text(yaml.safe_dump(new))
+    with pytest.warns(FutureWarning) as caught:
+        _, from_old = load_run(tmp_path / "old.yaml")
+    renamed = {str(w.message).split("'")[1] for w in caught}
+    assert renamed == {"model.max_words", "model.max_frames", "data.batch_size", "data.eval_batch_size",
+                       "data.num_workers", "data.tokenizer", "trainer.primary"}
+    assert from_old == load_run(tmp_path / "new.yaml")[1]

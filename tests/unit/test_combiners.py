@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+
 import pytest
 import torch
 
-from meltr.baselines import COMBINERS, CombinerConfig, build_combiner
+from meltr.combiners import COMBINERS, CombinerConfig, SingleTask, build_combiner
 from meltr.registry import Registry, RegistryError
 
 NAMES = ("a", "b", "c")
@@ -46,7 +49,7 @@ def test_fixed_needs_every_coefficient_and_no_unknown_ones() -> None:
 def test_unknown_names_list_the_valid_ones() -> None:
     with pytest.raises(RegistryError, match="valid names: fixed, linear, meltr, single, sum"):
         build_combiner(CombinerConfig(name="mean"), NAMES, "a")
-    with pytest.raises(ValueError, match="primary loss 'z'"):
+    with pytest.raises(ValueError, match="target loss 'z'"):
         build_combiner(CombinerConfig(name="sum"), NAMES, "z")
 
 
@@ -61,3 +64,16 @@ def test_registry_refuses_duplicates() -> None:
 def test_meltr_preset_sizes_apply() -> None:
     comb = build_combiner(CombinerConfig(name="meltr", preset="allinone"), ("mlm", "ind_itc"), "ind_itc")
     assert comb.cfg.hidden_dim == 128 and comb.cfg.init == "normal" and comb.num_tasks == 2
+
+
+def test_the_old_module_name_is_an_alias_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "meltr.baselines", raising=False)  # a fresh import warns again
+    with pytest.warns(DeprecationWarning, match="'meltr.baselines' is renamed 'meltr.combiners'"):
+        old = importlib.import_module("meltr.baselines")
+    assert (old.build_combiner, old.COMBINERS, old.SingleTask) == (build_combiner, COMBINERS, SingleTask)
+
+
+def test_the_old_primary_keyword_still_builds_with_a_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="build_combiner: 'primary=' is renamed 'target_loss='"):
+        single = build_combiner(CombinerConfig(name="single"), NAMES, primary="b")
+    assert single(torch.tensor([1.0, 2.0, 3.0])) == 2.0
