@@ -14,7 +14,7 @@ The protocol (fixed before any run was made):
 * every run trains ``trainer.epochs`` epochs, measures validation accuracy after each (or every
   ``trainer.eval_every`` steps) and keeps ``best.pt`` at the first best; the test set is evaluated once, on
   ``best.pt``;
-* ``fixed`` is a grid: every auxiliary coefficient takes each value of ``fixed_grid`` (primary 1), one run
+* ``fixed`` is a grid: every auxiliary coefficient takes each value of ``fixed_grid`` (target loss 1), one run
   per point; per seed the point with the best validation accuracy is reported (ties: the first in grid
   order), and its cost is the whole grid;
 * test accuracy is the mean +- std over seeds; compute = runs x mean wall seconds per run.
@@ -56,7 +56,7 @@ SETTINGS = {  # setting -> (title, whether the harmful auxiliary is on)
     "harmful": ("(b) the same + random_labels, an auxiliary that hurts", True),
 }
 METHODS = {  # method -> what it is (the table's legend)
-    "single": "the primary loss alone",
+    "single": "the target loss alone",
     "sum": "the multi-task sum",
     "fixed": "fixed weights: the grid point with the best validation accuracy",
     "linear": "learned linear weights (paper Appendix D), meta-trained as MELTR is",
@@ -122,12 +122,12 @@ def combiners(cfg: DemoConfig, method: str, loss_names: tuple[str, ...]) -> list
         if method == "meltr_paper":
             comb.meltr.residual = "none"
         return [("", comb)]
-    primary, aux = loss_names[0], loss_names[1:]
+    target, aux = loss_names[0], loss_names[1:]
     runs = []
     for values in itertools.product(cfg.fixed_grid, repeat=len(aux)):
         comb = copy.deepcopy(base)
         comb.name = "fixed"
-        comb.coefficients = {primary: 1.0, **dict(zip(aux, values))}
+        comb.coefficients = {target: 1.0, **dict(zip(aux, values))}
         runs.append((" ".join(f"{n}={v:g}" for n, v in zip(aux, values)), comb))
     return runs
 

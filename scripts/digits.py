@@ -76,7 +76,7 @@ def collate(items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
 class DigitsCNN(nn.Module):
     """A small CNN with a 10-way classification head and a 4-way rotation head.
 
-    Losses (``loss_names`` order): ``cls`` (primary: cross-entropy on labelled images), ``rotation``
+    Losses (``loss_names`` order): ``cls`` (target: cross-entropy on labelled images), ``rotation``
     (predict which of 0/90/180/270 degrees each labelled and unlabelled image was turned by) and
     ``mixup`` (cross-entropy on convex mixes of labelled image pairs and their one-hot labels,
     lambda ~ Beta(1, 1) = U(0, 1), drawn with ``torch.rand``: ``torch.distributions.Beta`` samples

@@ -121,7 +121,7 @@ ROW_LABELS: dict[str, dict[str, str]] = {
 
 NOTES: dict[str, str] = {
     "7": "Column headers were lost in extraction. Columns 6-8 are read as mfm, decoder, m_decoder: (A) is "
-         "the primary loss alone (captioning: decoder); Sec. 5.2 says (D) drops the masked-frame loss from (C) "
+         "the target loss alone (captioning: decoder); Sec. 5.2 says (D) drops the masked-frame loss from (C) "
          "and that the two text-generation losses matter most, which (E) weights by 8.",
     "8": "Paper times are per epoch on 8 A100 GPUs; ours are training wall time of an epoch on the machine used, "
          "so compare the overhead over the sum row, not seconds.",
