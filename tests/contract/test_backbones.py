@@ -70,8 +70,8 @@ def test_each_loss_alone_reaches_its_own_heads(entry: Entry, built: tuple[nn.Mod
 
 def _float64(entry: Entry, built: tuple[nn.Module, dict[str, Tensor]]) -> tuple[dict[str, Tensor], Losses, dict[str, Tensor]]:
     """(parameters, losses(parameters) -> [K], a unit-norm random direction), all float64, eval mode."""
-    model, batch = built
-    model = copy.deepcopy(model).double().eval()
+    model = copy.deepcopy(built[0]).double().eval()
+    batch = entry.small_batch(model) if entry.small_batch else built[1]
     batch = {k: (v.double() if v.is_floating_point() else v) for k, v in batch.items()}
     params = {k: v.detach() for k, v in model.named_parameters()}
     g = torch.Generator().manual_seed(1)
@@ -93,39 +93,35 @@ def _close(exact: Tensor, fd: Tensor, tol: Tolerance) -> None:
     torch.testing.assert_close(exact, fd, rtol=tol.rtol, atol=tol.atol * float(fd.abs().max()))
 
 
-def test_jvp_matches_finite_differences(entry: Entry, built: tuple[nn.Module, dict[str, Tensor]]) -> None:
-    """``torch.func.jvp`` through forward (what the AID-FP-Lite meta step uses, in its math-kernel attention
-    context) equals a central difference of every loss along a random direction."""
+def test_jvp_and_double_backward_match_finite_differences(entry: Entry, built: tuple[nn.Module, dict[str, Tensor]]) -> None:
+    """The meta step's derivatives, in its math-kernel attention context, against central differences along a
+    random unit direction ``d`` (one pair of evaluations at ``p ± eps·d`` serves both):
+
+    * ``torch.func.jvp`` through forward (AID-FP-Lite) equals the difference of every loss;
+    * ``create_graph=True`` gradients differentiate again (the official MELTR hypergradient): the
+      Hessian-vector product of the summed losses equals the difference of the gradient.
+    """
     params, losses, direction = _float64(entry, built)
+
+    def evaluate(values: dict[str, Tensor], create_graph: bool = False) -> tuple[list[Tensor], Tensor, tuple[Tensor, ...]]:
+        leaves = [v.clone().requires_grad_(True) for v in values.values()]
+        out = losses(dict(zip(values, leaves)))
+        return leaves, out, torch.autograd.grad(out.sum(), leaves, create_graph=create_graph, materialize_grads=True)
+
     with differentiable_attention():
         value, tangent = jvp(losses, (params,), (direction,))
-    eps = entry.jvp.eps
-    fd = (losses(_shift(params, direction, eps)) - losses(_shift(params, direction, -eps))) / (2 * eps)
-    torch.testing.assert_close(value, losses(params), rtol=1e-12, atol=1e-12)
-    _close(tangent, fd, entry.jvp)
-    assert bool((tangent != 0).all())
-
-
-def test_double_backward_matches_finite_differences(entry: Entry, built: tuple[nn.Module, dict[str, Tensor]]) -> None:
-    """``create_graph=True`` gradients can be differentiated again (the official MELTR hypergradient): the
-    Hessian-vector product of the summed losses equals a central difference of the gradient."""
-    params, losses, direction = _float64(entry, built)
-
-    def gradient(values: dict[str, Tensor], create_graph: bool = False) -> tuple[list[Tensor], tuple[Tensor, ...]]:
-        leaves = [v.clone().requires_grad_(True) for v in values.values()]
-        total = losses(dict(zip(values, leaves))).sum()
-        return leaves, torch.autograd.grad(total, leaves, create_graph=create_graph, materialize_grads=True)
-
-    with differentiable_attention():
-        leaves, grads = gradient(params, create_graph=True)
+        leaves, at_p, grads = evaluate(params, create_graph=True)
         hvp = torch.autograd.grad(sum((g * d).sum() for g, d in zip(grads, direction.values())), leaves,
                                   materialize_grads=True)
-    eps = entry.hvp.eps
-    plus, minus = gradient(_shift(params, direction, eps))[1], gradient(_shift(params, direction, -eps))[1]
-    fd = torch.cat([((a - b) / (2 * eps)).flatten() for a, b in zip(plus, minus)])
+    eps = entry.eps
+    _, plus, grad_plus = evaluate(_shift(params, direction, eps))
+    _, minus, grad_minus = evaluate(_shift(params, direction, -eps))
+    torch.testing.assert_close(value, at_p.detach(), rtol=1e-12, atol=1e-12)
+    assert bool((tangent != 0).all())
+    _close(tangent, (plus - minus).detach() / (2 * eps), entry.jvp)
     ours = torch.cat([h.flatten() for h in hvp])
     assert bool(ours.abs().max() > 0)
-    _close(ours, fd, entry.hvp)
+    _close(ours, torch.cat([((a - b) / (2 * eps)).flatten() for a, b in zip(grad_plus, grad_minus)]), entry.hvp)
 
 
 def test_missing_batch_key_is_named(entry: Entry, built: tuple[nn.Module, dict[str, Tensor]]) -> None:
