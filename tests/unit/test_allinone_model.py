@@ -11,6 +11,7 @@ import torch
 
 from backbones.allinone import AllInOne, AllInOneConfig, check_batch
 from backbones.allinone.vit import random_patch_perm
+from meltr import config as meltr_config
 from meltr.optim import OptimConfig, param_groups
 from tests.golden._allinone import random_batch
 
@@ -110,9 +111,24 @@ def test_config_errors_name_the_field(changes: dict, match: str) -> None:
 
 def test_config_round_trips_through_a_plain_dict() -> None:
     cfg = AllInOneConfig.tiny(primary="mlm", patch_shuffle=True)
-    assert AllInOneConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ValueError, match=r"unknown keys \['hidden'\]"):
-        AllInOneConfig.from_dict({"hidden": 3})
+    assert meltr_config.from_dict(meltr_config.to_dict(cfg), AllInOneConfig) == cfg
+    with pytest.raises(ValueError, match=r"hidden: unknown key; did you mean 'hidden_size'"):
+        meltr_config.from_dict({"hidden": 3}, AllInOneConfig)
+
+
+# Written by the hand-made AllInOneConfig.to_dict that meltr.config.to_dict replaced (checkpoints hold this form).
+OLD_TO_DICT = {
+    "vocab_size": 256, "max_text_len": 12, "hidden_size": 32, "num_layers": 2, "num_heads": 4, "mlp_ratio": 4.0,
+    "image_size": 32, "patch_size": 8, "num_frames": 3, "shared_embedding_dim": 16, "drop_rate": 0.0,
+    "drop_path_rate": 0.0, "temperature": 0.05, "fold_div": 8, "primary": "mlm", "patch_shuffle": True,
+    "initializer_range": 0.02, "attention": "explicit",
+}
+
+
+def test_a_config_dict_of_the_old_to_dict_still_loads() -> None:
+    cfg = meltr_config.from_dict(OLD_TO_DICT, AllInOneConfig)
+    assert cfg == AllInOneConfig.tiny(primary="mlm", patch_shuffle=True, attention="explicit")
+    assert cfg.loss_names == ("mlm", "ind_itc")
 
 
 def test_bad_batches_raise_naming_the_problem() -> None:

@@ -4,6 +4,7 @@ and MELTR's derivatives are checked for every backbone in ``tests/contract``.)""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import pytest
@@ -16,6 +17,7 @@ from backbones.violet import MASK_KEYS, TASK_LOSSES, Violet, VioletConfig
 from backbones.violet.config import SwinConfig
 from backbones.violet.inputs import MASK_ID
 from backbones.violet.swin import effective_window, shifted_window_mask
+from meltr import config as meltr_config
 from tests.golden._violet import random_batch
 
 
@@ -159,13 +161,36 @@ def test_config_errors_name_the_field(changes: dict[str, Any], match: str) -> No
 
 def test_config_dict_round_trip_and_replace() -> None:
     cfg = VioletConfig.tiny(task="qa_oe", losses=("oe", "mvm"), fork_quirks=True, vocab_size=30522)
-    assert VioletConfig.from_dict(cfg.to_dict()) == cfg
+    assert meltr_config.from_dict(meltr_config.to_dict(cfg), VioletConfig) == cfg
     assert cfg.replace(task="qa_mc").losses == TASK_LOSSES["qa_mc"]
-    with pytest.raises(ValueError, match=r"unknown keys \['swin.window', 'typo'\]"):
-        VioletConfig.from_dict({**cfg.to_dict(), "typo": 1, "swin": {**cfg.to_dict()["swin"], "window": 3}})
+    with pytest.raises(ValueError, match=r"swin\.window: unknown key; did you mean 'window_size'"):
+        meltr_config.from_dict({**meltr_config.to_dict(cfg), "swin": {**meltr_config.to_dict(cfg)["swin"], "window": 3}},
+                               VioletConfig)
     base = VioletConfig.base()
     assert (base.swin.depths, base.swin.num_features, base.bert.num_hidden_layers, base.vq_size, base.fork_quirks) == (
         (2, 2, 18, 2), 768, 12, 8192, False)
+
+
+# Written by the hand-made VioletConfig.to_dict that meltr.config.to_dict replaced (checkpoints hold this form).
+OLD_TO_DICT = {
+    "task": "qa_oe", "losses": ["oe", "mvm"],
+    "swin": {"embed_dim": 4, "depths": [2, 2, 2, 2], "num_heads": [1, 1, 2, 4], "patch_size": [2, 4, 4],
+             "window_size": [2, 7, 7], "mlp_ratio": 4.0, "drop_path_rate": 0.0, "layer_norm_eps": 1e-05,
+             "attention": "explicit"},
+    "bert": {"vocab_size": 512, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "intermediate_size": 64, "max_position_embeddings": 64, "type_vocab_size": 2, "hidden_dropout_prob": 0.0,
+             "attention_probs_dropout_prob": 0.0, "initializer_range": 0.02, "layer_norm_eps": 1e-12, "attention": "sdpa"},
+    "vq_size": 128, "n_answers": 10, "max_frames": 6, "max_patches": 196, "head_dropout": 0.1, "oe_dropout": 0.5,
+    "vtm_temperature": 0.05, "mtm_prob": 0.15, "fork_quirks": True,
+}
+
+
+def test_a_config_dict_of_the_old_to_dict_still_loads() -> None:
+    """Tuples (depths, window_size) come back as tuples, the nested SwinConfig / BertConfig and the Literals too."""
+    cfg = VioletConfig.tiny(task="qa_oe", losses=("oe", "mvm"), fork_quirks=True)
+    cfg = cfg.replace(swin=dataclasses.replace(cfg.swin, attention="explicit", window_size=(2, 7, 7)))
+    loaded = meltr_config.from_dict(OLD_TO_DICT, VioletConfig)
+    assert loaded == cfg and loaded.swin.window_size == (2, 7, 7) and loaded.losses == ("oe", "mvm")
 
 
 @pytest.mark.parametrize("task,change,match", [
