@@ -35,11 +35,12 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from backbones.allinone.config import AllInOneConfig
 from backbones.allinone.convert import EXPORT_LAYOUT, LAYOUTS, POSITION_IDS
 from backbones.common import loading
 
-__all__ = ["PRETRAINED", "LightningCheckpoint", "AllInOneLoadReport", "read_lightning_checkpoint", "load_official",
-           "to_official"]
+__all__ = ["PRETRAINED", "LightningCheckpoint", "AllInOneLoadReport", "config_from_official", "read_lightning_checkpoint",
+           "load_official", "to_official"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,34 @@ PRETRAINED = loading.PretrainedSpec(
     "layout is inferred from the official code (keys_shapes.json); the file itself was not available here, so no "
     "digest is recorded.",
 )
+
+# Sacred config keys that are AllInOneConfig fields of the same name.
+_SACRED_FIELDS = ("vocab_size", "max_text_len", "hidden_size", "num_layers", "num_heads", "mlp_ratio", "image_size",
+                  "patch_size", "num_frames", "shared_embedding_dim", "drop_rate")
+
+
+def config_from_official(official: Mapping[str, Any], **overrides: Any) -> AllInOneConfig:
+    """Our :class:`~backbones.allinone.config.AllInOneConfig` from an official sacred config (the ``config`` dict
+    a run prints, and a Lightning checkpoint's ``hyper_parameters``).
+
+    Sizes, frames, text length and ``drop_rate`` are read under the same names; ``mlp_ratio`` becomes a float.
+    The sacred config does not hold the ViT's stochastic depth (it belongs to the timm variant named by
+    ``config["vit"]``; ``vit_base_patch16_224`` keeps timm's 0.1, our default): pass ``drop_path_rate=`` for
+    another variant. Every other field (temperature 0.05, fold 8...) is a literal of the official code, i.e.
+    our default. ``overrides`` are further :class:`AllInOneConfig` fields.
+
+    Raises:
+        ValueError: a missing sacred key or an invalid result.
+    """
+    missing = [k for k in _SACRED_FIELDS if k not in official]
+    if missing:
+        raise ValueError(f"official All-in-one config lacks {missing}")
+    values: dict[str, Any] = {k: official[k] for k in _SACRED_FIELDS}
+    values["mlp_ratio"] = float(values["mlp_ratio"])
+    cfg = AllInOneConfig(**{**values, **overrides})
+    cfg.validate()
+    return cfg
+
 
 _TEMPORAL = "transformer.temporal_embed"
 _TEXT_POSITIONS = "text_embeddings.position_embeddings.weight"

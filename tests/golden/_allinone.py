@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from backbones.allinone import AllInOne, AllInOneConfig
+from backbones.allinone.pretrained import config_from_official
 from tests.golden import _fixtures
 from tests.golden._fixtures import fixture_dir
 
@@ -38,9 +39,16 @@ def golden_state() -> dict[str, torch.Tensor]:
     return {k: v for k, v in load_golden()["state_dict"].items() if not k.startswith(NOT_OURS)}
 
 
+def golden_config(**overrides: Any) -> AllInOneConfig:
+    """The fixture's own configuration (its sacred ``golden["config"]``) as ours, with ``overrides`` (see
+    :func:`backbones.allinone.pretrained.config_from_official`). The fixture's ViT variant ``vit_golden_tiny``
+    has no stochastic depth (README §2.1), which the sacred config does not record."""
+    return config_from_official(load_golden()["config"], **{"drop_path_rate": 0.0, **overrides})
+
+
 def golden_model(**cfg: Any) -> AllInOne:
     """The tiny All-in-one with the golden weights loaded strictly, in eval mode (the fixture's numbers)."""
-    model = AllInOne(AllInOneConfig.tiny(**cfg))
+    model = AllInOne(golden_config(**cfg))
     model.load_state_dict(golden_state(), strict=True)
     return model.eval()
 
