@@ -232,7 +232,7 @@ def load_official(model: nn.Module, source: str | os.PathLike | Mapping[str, Any
     weights, _ = loading.read_state_dict(checkpoint.state_dict)  # strips module. / _orig_mod. prefixes
     state, at_init, notes = _apply_fork_rules(weights, model)
     layouts = [dataclasses.replace(lay, may_stay_at_init=lay.may_stay_at_init + tuple(at_init)) for lay in LAYOUTS]
-    report = loading.load_official(model, state, layouts, label=label)
+    report = loading.load_official(model, state, layouts, label=label, specs=(PRETRAINED,))
     fields = {f.name: getattr(report, f.name) for f in dataclasses.fields(loading.LoadReport)}
     full = AllInOneLoadReport(**fields, metadata=checkpoint.metadata,
                               stand_ins=checkpoint.stand_ins, adapted=notes)

@@ -83,7 +83,7 @@ def load_official(model: nn.Module, source: str | os.PathLike | Mapping[str, Ten
         The load report (loaded / ignored / left at init). Anything outside the layout's allowlists
         raises :class:`~backbones.common.loading.CheckpointMismatchError` naming the file and keys.
     """
-    return loading.load_official(model, source, LAYOUTS)
+    return loading.load_official(model, source, LAYOUTS, specs=(PRETRAINED,))
 
 
 def to_official(model: nn.Module) -> dict[str, Tensor]:

@@ -42,6 +42,10 @@ PRETRAINED: dict[str, loading.PretrainedSpec] = {
 }
 
 
+# Both files are recognised by either entry point, so one passed as the other is named as such.
+_SPECS = tuple(PRETRAINED.values())
+
+
 def _known(values: Mapping[str, Any], kind: type, where: str) -> dict[str, Any]:
     """The entries of ``values`` that are fields of the dataclass ``kind``; unknown keys raise, naming ``where``."""
     fields = {f.name for f in dataclasses.fields(kind)}
@@ -98,6 +102,7 @@ def _merge(first: loading.LoadReport, second: loading.LoadReport) -> loading.Loa
         ignored=sorted(set(first.ignored) | set(second.ignored)),
         left_at_init=sorted(set(first.left_at_init) & set(second.left_at_init)),
         renamed={**first.renamed, **second.renamed},
+        pretrained=" + ".join(name for name in (first.pretrained, second.pretrained) if name),
     )
 
 
@@ -123,9 +128,9 @@ def load_official(model: nn.Module, pretrain: Source | None = None, swin: Source
         raise ValueError("load_official needs pretrain=... and/or swin=...")
     reports = []
     if swin is not None:
-        reports.append(loading.load_official(model, swin, (SWIN_LAYOUT,)))
+        reports.append(loading.load_official(model, swin, (SWIN_LAYOUT,), specs=_SPECS))
     if pretrain is not None:
-        reports.append(loading.load_official(model, pretrain, LAYOUTS))
+        reports.append(loading.load_official(model, pretrain, LAYOUTS, specs=_SPECS))
     return reports[0] if len(reports) == 1 else _merge(*reports)
 
 
