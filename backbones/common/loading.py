@@ -25,7 +25,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -153,6 +153,7 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, Tensor], label: str
     Accepts a bare state dict or one wrapped as ``{"state_dict": ...}`` / ``{"model": ...}``. ``label`` names an
     in-memory dict in messages (e.g. the file it was read from by another reader); default ``<state_dict>``.
     """
+    raw: object
     if isinstance(source, Mapping):
         raw, label = source, label or "<state_dict>"
     else:
@@ -172,7 +173,7 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, Tensor], label: str
     return {_clean(k): v for k, v in raw.items()}, label
 
 
-def detect_layout(keys: Sequence[str] | set[str], layouts: Sequence[Layout], label: str = "<state_dict>") -> Layout:
+def detect_layout(keys: Iterable[str], layouts: Sequence[Layout], label: str = "<state_dict>") -> Layout:
     """The layout whose sentinels are all present; the most specific (most sentinels) wins."""
     keys = set(keys)
     matches = [lay for lay in layouts if all(s in keys for s in lay.sentinels)]

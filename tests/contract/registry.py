@@ -11,9 +11,10 @@ The head maps were tuned on these tiny models (they were the per-backbone tests 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -67,7 +68,7 @@ class Entry:
 
     name: str
     build: Callable[[], nn.Module]
-    batch: Callable[[nn.Module], dict[str, Tensor]]
+    batch: Callable[[Any], dict[str, Tensor]]
     loss_names: tuple[str, ...]
     reaches: dict[str, tuple[str, ...]]
     heads: tuple[str, ...]
@@ -78,7 +79,7 @@ class Entry:
     jvp: Tolerance
     hvp: Tolerance
     weak: tuple[str, ...] = ()
-    small_batch: Callable[[nn.Module], dict[str, Tensor]] | None = None
+    small_batch: Callable[[Any], dict[str, Tensor]] | None = None
 
     def never_reached(self, name: str) -> bool:
         """Whether parameter ``name`` gets no gradient by construction (see :attr:`unreached`)."""
@@ -123,7 +124,7 @@ _UNIVL_OWN: dict[str, tuple[str, ...]] = {
 _UNIVL_TOL = (1e-4, Tolerance(rtol=1e-6, atol=1e-9), Tolerance(rtol=1e-4, atol=1e-6))
 
 
-def _univl(name: str, build: Callable[[], UniVL], batch: Callable[[nn.Module], dict[str, Tensor]],
+def _univl(name: str, build: Callable[[], UniVL], batch: Callable[[UniVL], dict[str, Tensor]],
            losses: tuple[str, ...], required_key: str = "output_caption_ids", unused: tuple[str, ...] = ()) -> Entry:
     """``unused``: globs of modules this layout builds that none of ``losses`` reads."""
     return Entry(name, build, batch, losses, {k: _UNIVL_REACHES[k] for k in losses}, _UNIVL_HEADS,
@@ -135,7 +136,7 @@ def _univl_golden(layout: str, **cfg: Any) -> Callable[[], UniVL]:
     return lambda: univl_fixtures.golden_model(layout, **cfg).train()
 
 
-def _univl_golden_batch(model: nn.Module) -> dict[str, Tensor]:
+def _univl_golden_batch(model: UniVL) -> dict[str, Tensor]:
     """The fixture's inputs, first two rows (half the cost of the derivative checks)."""
     return {k: v[:2] for k, v in univl_fixtures.load_golden()["inputs"].items()}
 
@@ -149,11 +150,11 @@ def _univl_sentiment() -> UniVL:
     return model
 
 
-def _univl_sentiment_batch(model: nn.Module) -> dict[str, Tensor]:
+def _univl_sentiment_batch(model: UniVL) -> dict[str, Tensor]:
     # Three rows: with an even count, L1's gradient on the head's bias (a mean of signs) may cancel to 0.
-    batch = univl_fixtures.random_batch(model.cfg, batch_size=3, seed=1)  # type: ignore[arg-type]
+    batch = univl_fixtures.random_batch(model.cfg, batch_size=3, seed=1)
     g = torch.Generator().manual_seed(2)
-    video = torch.randn(3, model.cfg.max_frames, 20, generator=g) * batch["video_mask"][..., None]  # type: ignore[union-attr]
+    video = torch.randn(3, model.cfg.max_frames, 20, generator=g) * batch["video_mask"][..., None]
     return {**batch, "video": video, "masked_video": video, "label": torch.tensor([-2.5, 0.7, 1.9])}
 
 
@@ -165,13 +166,14 @@ def _violet_build(task: str) -> Callable[[], Violet]:
     return build
 
 
-def _violet_batch(model: nn.Module, size: int = 64, length: int = 8) -> dict[str, Tensor]:
-    task = model.cfg.task  # type: ignore[union-attr]
-    batch = violet_fixtures.random_batch(task, batch=2, frames=2, size=size, length=length)
-    return {**batch, **model.draw_masks(batch, torch.Generator().manual_seed(0))}  # type: ignore[operator]
+def _violet_batch(model: Violet, size: int = 64, length: int = 8) -> dict[str, Tensor]:
+    batch = violet_fixtures.random_batch(model.cfg.task, batch=2, frames=2, size=size, length=length)
+    masks = model.draw_masks(batch, torch.Generator().manual_seed(0))
+    return {**batch, "masked_video": masks["masked_video"], "mvm_labels": masks["mvm_labels"],
+            "masked_text_ids": masks["masked_text_ids"], "mtm_labels": masks["mtm_labels"]}
 
 
-def _violet_small_batch(model: nn.Module) -> dict[str, Tensor]:
+def _violet_small_batch(model: Violet) -> dict[str, Tensor]:
     """32 px frames (Swin's last stage on one patch) and 6 tokens: a third of the derivative checks' cost."""
     return _violet_batch(model, size=32, length=6)
 
@@ -203,10 +205,10 @@ def _allinone_build() -> AllInOne:
     return AllInOne(AllInOneConfig.tiny(drop_rate=0.1, drop_path_rate=0.1))
 
 
-def _allinone_batch(model: nn.Module) -> dict[str, Tensor]:
+def _allinone_batch(model: AllInOne) -> dict[str, Tensor]:
     # No [PAD] inside a caption here: the word table's padding row gets no gradient (padding_idx 0, as
     # officially) although forward reads it, so the finite differences would disagree there.
-    return allinone_fixtures.random_batch(model.cfg)  # type: ignore[arg-type]
+    return allinone_fixtures.random_batch(model.cfg)
 
 
 _ALLINONE = Entry(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -76,7 +76,7 @@ def _float64(entry: Entry, built: tuple[nn.Module, dict[str, Tensor]]) -> tuple[
     params = {k: v.detach() for k, v in model.named_parameters()}
     g = torch.Generator().manual_seed(1)
     direction = {k: torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in params.items()}
-    norm = torch.sqrt(sum(d.square().sum() for d in direction.values()))
+    norm = torch.cat([d.flatten() for d in direction.values()]).norm()
     direction = {k: d / norm for k, d in direction.items()}  # unit length keeps the finite-difference error small
 
     def losses(p: dict[str, Tensor]) -> Tensor:
@@ -109,10 +109,10 @@ def test_jvp_and_double_backward_match_finite_differences(entry: Entry, built: t
         return leaves, out, torch.autograd.grad(out.sum(), leaves, create_graph=create_graph, materialize_grads=True)
 
     with differentiable_attention():
-        value, tangent = jvp(losses, (params,), (direction,))
+        value, tangent = jvp(losses, (params,), (direction,))[:2]
         leaves, at_p, grads = evaluate(params, create_graph=True)
-        hvp = torch.autograd.grad(sum((g * d).sum() for g, d in zip(grads, direction.values())), leaves,
-                                  materialize_grads=True)
+        along = torch.stack([(g * d).sum() for g, d in zip(grads, direction.values())]).sum()
+        hvp = torch.autograd.grad(along, leaves, materialize_grads=True)
     eps = entry.eps
     _, plus, grad_plus = evaluate(_shift(params, direction, eps))
     _, minus, grad_minus = evaluate(_shift(params, direction, -eps))

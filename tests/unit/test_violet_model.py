@@ -5,7 +5,8 @@ and MELTR's derivatives are checked for every backbone in ``tests/contract``.)""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import pytest
 import torch
