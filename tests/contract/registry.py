@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from backbones.allinone import AllInOne, AllInOneConfig
-from backbones.univl import LOSS_NAMES, UniVL, UniVLConfig
+from backbones.univl import UniVL
+from backbones.univl.config import KNOWN_LOSSES
 from backbones.univl.pretrained import load_official
 from backbones.violet import TASK_LOSSES, Violet, VioletConfig
 from tests.golden import _allinone as allinone_fixtures
@@ -111,7 +112,7 @@ _UNIVL_REACHES: dict[str, tuple[str, ...]] = {
     "decoder": ("cross.encoder.", "decoder.embeddings.LayerNorm.", "decoder.decoder.layer.",
                 "decoder.classifier.cls.predictions.", "bert.embeddings.position_embeddings.weight"),
     "m_decoder": ("cross.encoder.", "decoder.decoder.layer.", "decoder.classifier.cls.predictions."),
-    "sentiment": ("bert.encoder.", "visual_projection.", "visual.encoder.", "cross.encoder.", "cross.pooler.",
+    "sentiment": ("bert.encoder.", "visual.encoder.", "cross.encoder.", "cross.pooler.",
                   "sentiment_head."),
 }
 _UNIVL_OWN: dict[str, tuple[str, ...]] = {
@@ -125,37 +126,27 @@ _UNIVL_TOL = (1e-4, Tolerance(rtol=1e-6, atol=1e-9), Tolerance(rtol=1e-4, atol=1
 
 
 def _univl(name: str, build: Callable[[], UniVL], batch: Callable[[UniVL], dict[str, Tensor]],
-           losses: tuple[str, ...], required_key: str = "output_caption_ids", unused: tuple[str, ...] = ()) -> Entry:
-    """``unused``: globs of modules this layout builds that none of ``losses`` reads."""
+           losses: tuple[str, ...]) -> Entry:
     return Entry(name, build, batch, losses, {k: _UNIVL_REACHES[k] for k in losses}, _UNIVL_HEADS,
-                 {k: _UNIVL_OWN[k] for k in losses}, _UNIVL_UNREACHED + unused, required_key, *_UNIVL_TOL)
+                 {k: _UNIVL_OWN[k] for k in losses}, _UNIVL_UNREACHED, "output_caption_ids", *_UNIVL_TOL)
 
 
-def _univl_golden(layout: str, **cfg: Any) -> Callable[[], UniVL]:
-    """The golden weights (dropout 0.1 as the fixture's config) in train mode."""
-    return lambda: univl_fixtures.golden_model(layout, **cfg).train()
-
-
-def _univl_golden_batch(model: UniVL) -> dict[str, Tensor]:
-    """The fixture's inputs, first two rows (half the cost of the derivative checks)."""
-    return {k: v[:2] for k, v in univl_fixtures.load_golden()["inputs"].items()}
-
-
-def _univl_sentiment() -> UniVL:
-    """CMU-MOSI: golden weights where the official checkpoint has them; our sentiment head and visual
-    projection (20-d features, as MOSI's) left at init."""
+def _univl_all_tasks() -> UniVL:
+    """Every UniVL loss: MELTR's 8 (retrieval and captioning train on all of them with every module; the tasks
+    differ only in target_loss) plus CMU-MOSI's sentiment (MSE here: L1's gradient on the head's bias is a mean
+    of signs, which two rows may cancel). Golden weights (dropout 0.1, as the fixture's config) where the
+    official checkpoint has them; the sentiment head stays at init."""
     torch.manual_seed(0)
-    model = UniVL(UniVLConfig.tiny(task="sentiment", losses=("sentiment", "joint", "alignment"), visual_input_dim=20))
+    model = UniVL(univl_fixtures.golden_config(task="sentiment", losses=KNOWN_LOSSES, sentiment_loss="mse"))
     load_official(model, univl_fixtures.load_golden()["state_dict"])
     return model
 
 
-def _univl_sentiment_batch(model: UniVL) -> dict[str, Tensor]:
-    # Three rows: with an even count, L1's gradient on the head's bias (a mean of signs) may cancel to 0.
-    batch = univl_fixtures.random_batch(model.cfg, batch_size=3, seed=1)
-    g = torch.Generator().manual_seed(2)
-    video = torch.randn(3, model.cfg.max_frames, 20, generator=g) * batch["video_mask"][..., None]
-    return {**batch, "video": video, "masked_video": video, "label": torch.tensor([-2.5, 0.7, 1.9])}
+def _univl_batch(model: UniVL) -> dict[str, Tensor]:
+    """The fixture's inputs, first two rows (half the cost of the derivative checks; contrastive losses need
+    two), with sentiment labels."""
+    inputs = univl_fixtures.load_golden()["inputs"]
+    return {**{k: v[:2] for k, v in inputs.items()}, "label": torch.tensor([-2.5, 1.9])}
 
 
 # ---------------------------------------------------------------------------------------------- VIOLET
@@ -166,16 +157,16 @@ def _violet_build(task: str) -> Callable[[], Violet]:
     return build
 
 
-def _violet_batch(model: Violet, size: int = 64, length: int = 8) -> dict[str, Tensor]:
-    batch = violet_fixtures.random_batch(model.cfg.task, batch=2, frames=2, size=size, length=length)
+def _violet_batch(model: Violet, frames: int = 2, size: int = 64, length: int = 8, options: int = 3) -> dict[str, Tensor]:
+    batch = violet_fixtures.random_batch(model.cfg.task, batch=2, frames=frames, size=size, length=length, options=options)
     masks = model.draw_masks(batch, torch.Generator().manual_seed(0))
     return {**batch, "masked_video": masks["masked_video"], "mvm_labels": masks["mvm_labels"],
             "masked_text_ids": masks["masked_text_ids"], "mtm_labels": masks["mtm_labels"]}
 
 
 def _violet_small_batch(model: Violet) -> dict[str, Tensor]:
-    """32 px frames (Swin's last stage on one patch) and 6 tokens: a third of the derivative checks' cost."""
-    return _violet_batch(model, size=32, length=6)
+    """One 32 px frame (Swin's last stage on one patch), 4 tokens, 2 options: a fifth of the derivative checks' cost."""
+    return _violet_batch(model, frames=1, size=32, length=4, options=2)
 
 
 # The VTM / MC heads end in a Linear whose bias is added to every logit of a softmax row: ~0 gradient.
@@ -224,11 +215,7 @@ _ALLINONE = Entry(
 
 
 ENTRIES: tuple[Entry, ...] = (
-    _univl("univl/retrieval", _univl_golden("pretrain_stage_two"), _univl_golden_batch, LOSS_NAMES),
-    _univl("univl/caption", _univl_golden("caption", task="caption", losses=("decoder", "m_decoder")),
-           _univl_golden_batch, ("decoder", "m_decoder"), unused=("cross.pooler.*", "similarity_dense.*")),
-    _univl("univl/sentiment", _univl_sentiment, _univl_sentiment_batch, ("sentiment", "joint", "alignment"),
-           required_key="label"),
+    _univl("univl/retrieval+caption+sentiment", _univl_all_tasks, _univl_batch, KNOWN_LOSSES),
     _violet("retrieval"),
     _violet("qa_oe"),
     _violet("qa_mc"),

@@ -39,11 +39,18 @@ def built(entry: Entry) -> tuple[nn.Module, dict[str, Tensor]]:
     return model, entry.batch(model)
 
 
-def test_forward_returns_exactly_loss_names(entry: Entry, built: tuple[nn.Module, dict[str, Tensor]]) -> None:
+@pytest.fixture(scope="module")
+def evaluated(built: tuple[nn.Module, dict[str, Tensor]]) -> dict[str, Tensor]:
+    """One eval-mode forward of the entry's model on its batch (shared by the tests that only read it)."""
     model, batch = built
-    assert isinstance(model, MultiLossModel)
     with torch.no_grad():
-        out = model(batch)
+        return model.eval()(batch)
+
+
+def test_forward_returns_exactly_loss_names(entry: Entry, built: tuple[nn.Module, dict[str, Tensor]],
+                                            evaluated: dict[str, Tensor]) -> None:
+    model, out = built[0], evaluated
+    assert isinstance(model, MultiLossModel)
     assert tuple(out) == model.loss_names == entry.loss_names and model.target_loss in entry.loss_names
     assert all(v.dim() == 0 and bool(torch.isfinite(v)) for v in out.values())
     check_losses(model, out)
@@ -131,10 +138,11 @@ def test_missing_batch_key_is_named(entry: Entry, built: tuple[nn.Module, dict[s
         model(broken)
 
 
-def test_eval_is_deterministic_and_dropout_is_wired(entry: Entry, built: tuple[nn.Module, dict[str, Tensor]]) -> None:
+def test_eval_is_deterministic_and_dropout_is_wired(entry: Entry, built: tuple[nn.Module, dict[str, Tensor]],
+                                                    evaluated: dict[str, Tensor]) -> None:
     model, batch = built
     with torch.no_grad():
-        a, b = model.eval()(batch), model(batch)
+        a, b = evaluated, model.eval()(batch)
         torch.manual_seed(1)
         train = model.train()(batch)
     model.eval()
