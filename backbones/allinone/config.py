@@ -127,21 +127,6 @@ class AllInOneConfig:
         cfg.validate()
         return cfg
 
-    def to_dict(self) -> dict[str, object]:
-        """Plain dict (ints/floats/strs/bools), safe for ``weights_only`` checkpoints and YAML."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, object]) -> AllInOneConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them and the allowed ones."""
-        allowed = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - allowed)
-        if unknown:
-            raise ValueError(f"AllInOneConfig: unknown keys {unknown}; allowed {sorted(allowed)}")
-        cfg = cls(**values)  # type: ignore[arg-type]
-        cfg.validate()
-        return cfg
-
     def validate(self) -> None:
         """Raises ``ValueError`` naming the field, its value and what is allowed."""
         for name in ("vocab_size", "max_text_len", "hidden_size", "num_layers", "num_heads", "image_size",

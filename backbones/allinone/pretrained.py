@@ -30,16 +30,18 @@ import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
 
+from backbones.allinone.config import AllInOneConfig
 from backbones.allinone.convert import EXPORT_LAYOUT, LAYOUTS, POSITION_IDS
 from backbones.common import loading
 
-__all__ = ["PRETRAINED", "LightningCheckpoint", "AllInOneLoadReport", "read_lightning_checkpoint", "load_official",
-           "to_official"]
+__all__ = ["PRETRAINED", "LightningCheckpoint", "AllInOneLoadReport", "config_from_official", "read_lightning_checkpoint",
+           "load_official", "to_official"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,34 @@ PRETRAINED = loading.PretrainedSpec(
     "layout is inferred from the official code (keys_shapes.json); the file itself was not available here, so no "
     "digest is recorded.",
 )
+
+# Sacred config keys that are AllInOneConfig fields of the same name.
+_SACRED_FIELDS = ("vocab_size", "max_text_len", "hidden_size", "num_layers", "num_heads", "mlp_ratio", "image_size",
+                  "patch_size", "num_frames", "shared_embedding_dim", "drop_rate")
+
+
+def config_from_official(official: Mapping[str, Any], **overrides: Any) -> AllInOneConfig:
+    """Our :class:`~backbones.allinone.config.AllInOneConfig` from an official sacred config (the ``config`` dict
+    a run prints, and a Lightning checkpoint's ``hyper_parameters``).
+
+    Sizes, frames, text length and ``drop_rate`` are read under the same names; ``mlp_ratio`` becomes a float.
+    The sacred config does not hold the ViT's stochastic depth (it belongs to the timm variant named by
+    ``config["vit"]``; ``vit_base_patch16_224`` keeps timm's 0.1, our default): pass ``drop_path_rate=`` for
+    another variant. Every other field (temperature 0.05, fold 8...) is a literal of the official code, i.e.
+    our default. ``overrides`` are further :class:`AllInOneConfig` fields.
+
+    Raises:
+        ValueError: a missing sacred key or an invalid result.
+    """
+    missing = [k for k in _SACRED_FIELDS if k not in official]
+    if missing:
+        raise ValueError(f"official All-in-one config lacks {missing}")
+    values: dict[str, Any] = {k: official[k] for k in _SACRED_FIELDS}
+    values["mlp_ratio"] = float(values["mlp_ratio"])
+    cfg = AllInOneConfig(**{**values, **overrides})
+    cfg.validate()
+    return cfg
+
 
 _TEMPORAL = "transformer.temporal_embed"
 _TEXT_POSITIONS = "text_embeddings.position_embeddings.weight"
@@ -203,7 +233,7 @@ def load_official(model: nn.Module, source: str | os.PathLike | Mapping[str, Any
     weights, _ = loading.read_state_dict(checkpoint.state_dict)  # strips module. / _orig_mod. prefixes
     state, at_init, notes = _apply_fork_rules(weights, model)
     layouts = [dataclasses.replace(lay, may_stay_at_init=lay.may_stay_at_init + tuple(at_init)) for lay in LAYOUTS]
-    report = loading.load_official(model, state, layouts, label=label)
+    report = loading.load_official(model, state, layouts, label=label, specs=(PRETRAINED,))
     fields = {f.name: getattr(report, f.name) for f in dataclasses.fields(loading.LoadReport)}
     full = AllInOneLoadReport(**fields, metadata=checkpoint.metadata,
                               stand_ins=checkpoint.stand_ins, adapted=notes)

@@ -7,7 +7,8 @@ the model keys a checkpoint may leave at init. :func:`load_official` then
 
 1. reads the file with ``torch.load(weights_only=True)`` (never an unsafe fallback), unwraps
    ``state_dict``/``model`` containers and strips ``module.``/``_orig_mod.`` prefixes;
-2. detects the layout by its sentinels;
+2. detects the layout by its sentinels; a file named as one of the backbone's :class:`PretrainedSpec` entries
+   must have that entry's layout (and digest, when one is recorded);
 3. renames the keys, checks every shape, and raises :class:`CheckpointMismatchError` naming the file,
    the layout and the first offending keys for anything outside the allowlists;
 4. loads strictly (keys left at init are filled with the model's own tensors, so nothing is silent) and
@@ -19,16 +20,18 @@ the model keys a checkpoint may leave at init. :func:`load_official` then
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import logging
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PretrainedSpec", "Layout", "LoadReport", "CheckpointMismatchError", "error_reason", "read_state_dict", "detect_layout", "convert_keys", "load_official", "to_official"]
+__all__ = ["PretrainedSpec", "Layout", "LoadReport", "CheckpointMismatchError", "error_reason", "find_spec", "check_spec",
+           "read_state_dict", "detect_layout", "convert_keys", "load_official", "to_official"]
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +42,9 @@ class CheckpointMismatchError(RuntimeError):
 
 @dataclass(frozen=True)
 class PretrainedSpec:
-    """Metadata of an official pretrained checkpoint (paths are always given by the user; nothing is
-    downloaded by library code)."""
+    """An official pretrained checkpoint (paths are always given by the user; nothing is downloaded by
+    library code). :func:`load_official` recognises the file by its name and then requires ``layout`` (and
+    ``sha256`` when known); a missing file's error says where to get it (``source``)."""
 
     filename: str  # the official file name
     layout: str  # the Layout.name it is expected to have
@@ -81,6 +85,7 @@ class LoadReport:
     ignored: list[str] = field(default_factory=list)  # official keys the model does not use (allowed)
     left_at_init: list[str] = field(default_factory=list)  # model keys the checkpoint lacks (allowed)
     renamed: dict[str, str] = field(default_factory=dict)  # official -> ours, where the name changed
+    pretrained: str = ""  # the PretrainedSpec filename the file was recognised as ("" when none)
 
     def summary(self) -> str:
         return (
@@ -115,12 +120,40 @@ def _clean(key: str) -> str:
     return key
 
 
+def find_spec(label: str, specs: Sequence[PretrainedSpec]) -> PretrainedSpec | None:
+    """The spec whose ``filename`` is the base name of ``label`` (a path), or None."""
+    name = os.path.basename(label)
+    return next((spec for spec in specs if spec.filename == name), None)
+
+
+def check_spec(path: str | os.PathLike, spec: PretrainedSpec) -> None:
+    """Checks a file named as ``spec``: it exists (else the error says where to get it) and, when the spec
+    records a digest, has that SHA-256.
+
+    Raises:
+        FileNotFoundError: the file does not exist (names it and ``spec.source``).
+        CheckpointMismatchError: the digest differs (names both digests).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path} (the official {spec.filename}; get it from {spec.source})")
+    if spec.sha256 is None:
+        return
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != spec.sha256.lower():
+        raise CheckpointMismatchError(f"{path}: SHA-256 {digest.hexdigest()} is not the official {spec.filename}'s "
+                                      f"{spec.sha256} (a partial download or another file under that name?)")
+
+
 def read_state_dict(source: str | os.PathLike | Mapping[str, Tensor], label: str | None = None) -> tuple[dict[str, Tensor], str]:
     """Reads a state dict safely; returns it with cleaned keys and a label for messages.
 
     Accepts a bare state dict or one wrapped as ``{"state_dict": ...}`` / ``{"model": ...}``. ``label`` names an
     in-memory dict in messages (e.g. the file it was read from by another reader); default ``<state_dict>``.
     """
+    raw: object
     if isinstance(source, Mapping):
         raw, label = source, label or "<state_dict>"
     else:
@@ -140,7 +173,7 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, Tensor], label: str
     return {_clean(k): v for k, v in raw.items()}, label
 
 
-def detect_layout(keys: Sequence[str] | set[str], layouts: Sequence[Layout], label: str = "<state_dict>") -> Layout:
+def detect_layout(keys: Iterable[str], layouts: Sequence[Layout], label: str = "<state_dict>") -> Layout:
     """The layout whose sentinels are all present; the most specific (most sentinels) wins."""
     keys = set(keys)
     matches = [lay for lay in layouts if all(s in keys for s in lay.sentinels)]
@@ -193,16 +226,28 @@ def _matches(key: str, patterns: Sequence[str]) -> bool:
 
 
 def load_official(model: nn.Module, source: str | os.PathLike | Mapping[str, Tensor], layouts: Sequence[Layout],
-                  label: str | None = None) -> LoadReport:
+                  label: str | None = None, specs: Sequence[PretrainedSpec] = ()) -> LoadReport:
     """Loads an official checkpoint into ``model``; raises on anything outside the layout's allowlists.
 
-    ``label`` names an in-memory ``source`` in the report and in errors (see :func:`read_state_dict`).
+    ``label`` names an in-memory ``source`` in the report and in errors (see :func:`read_state_dict`); it may be
+    the path an in-memory state dict was read from. A file (``source`` or ``label``) named as one of ``specs``
+    is checked by :func:`check_spec` and must have that spec's layout, which is then the only one tried.
 
     Raises:
-        FileNotFoundError: the file does not exist (the message names it).
-        CheckpointMismatchError: unreadable file, unknown layout, unexpected or missing keys, or shape
-            mismatches, naming the file, the layout and the first 10 offending keys.
+        FileNotFoundError: the file does not exist (the message names it, and where to get an official one).
+        CheckpointMismatchError: unreadable file, unknown layout (or not the spec's), a digest that is not the
+            spec's, unexpected or missing keys, or shape mismatches, naming the file, the layout and the first
+            10 offending keys.
     """
+    path = label if label is not None else (None if isinstance(source, Mapping) else str(source))
+    spec = find_spec(path, specs) if path is not None else None
+    if spec is not None and path is not None:
+        if not isinstance(source, Mapping) or os.path.isfile(path):  # a label may name no file
+            check_spec(path, spec)
+        layouts = [lay for lay in layouts if lay.name == spec.layout]
+        if not layouts:
+            raise CheckpointMismatchError(f"{path}: the official {spec.filename} has layout {spec.layout!r}, which this "
+                                          "loader does not read (another entry point of the backbone?)")
     state, label = read_state_dict(source, label)
     layout = detect_layout(state.keys(), layouts, label)
     ours, renamed, dropped = convert_keys(state, layout)
@@ -215,7 +260,7 @@ def load_official(model: nn.Module, source: str | os.PathLike | Mapping[str, Ten
             f"{label} [layout {layout.name}] does not fit {type(model).__name__}: unexpected keys {unexpected[:10]}, "
             f"missing keys {missing[:10]}, shape mismatches {bad_shape[:10]}"
         )
-    report = LoadReport(label, layout.name, renamed=renamed)
+    report = LoadReport(label, layout.name, renamed=renamed, pretrained=spec.filename if spec else "")
     report.ignored = sorted(dropped + [k for k in ours if k not in own])
     report.left_at_init = sorted(k for k in own if k not in ours)
     report.loaded = sorted(k for k in own if k in ours)

@@ -131,33 +131,6 @@ class UniVLConfig:
         cfg.validate()
         return cfg
 
-    def to_dict(self) -> dict[str, object]:
-        """Plain nested dict (ints/floats/strs/lists), safe for ``weights_only`` checkpoints and YAML."""
-        out = dataclasses.asdict(self)
-        out["losses"] = list(self.losses)
-        return out
-
-    @classmethod
-    def from_dict(cls, values: dict[str, object]) -> UniVLConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them and the allowed ones."""
-        towers = ("text", "visual", "cross", "decoder")
-        allowed = {f.name for f in dataclasses.fields(cls)}
-        tower_allowed = {f.name for f in dataclasses.fields(BertConfig)}
-        unknown = sorted(set(values) - allowed)
-        unknown += [f"{t}.{k}" for t in towers for k in sorted(set(values.get(t, {})) - tower_allowed)]  # type: ignore[arg-type]
-        if unknown:
-            raise ValueError(f"UniVLConfig: unknown keys {unknown}; allowed {sorted(allowed)} "
-                             f"(towers: {sorted(tower_allowed)})")
-        kwargs = dict(values)
-        for t in towers:
-            if t in kwargs:
-                kwargs[t] = BertConfig(**kwargs[t])  # type: ignore[arg-type]
-        if "losses" in kwargs:
-            kwargs["losses"] = tuple(kwargs["losses"])  # type: ignore[arg-type]
-        cfg = cls(**kwargs)  # type: ignore[arg-type]
-        cfg.validate()
-        return cfg
-
     def modules(self) -> frozenset[str]:
         """The optional modules (subset of :data:`OPTIONAL_MODULES`) this configuration builds."""
         if self.layout == "auto":

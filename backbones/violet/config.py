@@ -160,35 +160,6 @@ class VioletConfig:
         cfg.validate()
         return cfg
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (ints/floats/strs/bools/lists), safe for ``weights_only`` checkpoints and YAML."""
-        out = dataclasses.asdict(self)
-        out["losses"] = list(self.losses)
-        out["swin"] = {k: list(v) if isinstance(v, tuple) else v for k, v in out["swin"].items()}
-        return out
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> VioletConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them and the allowed ones."""
-        nested = {"swin": SwinConfig, "bert": BertConfig}
-        allowed = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - allowed)
-        for key, kind in nested.items():
-            inner = {f.name for f in dataclasses.fields(kind)}
-            unknown += [f"{key}.{k}" for k in sorted(set(values.get(key, {})) - inner)]
-        if unknown:
-            raise ValueError(f"VioletConfig: unknown keys {sorted(unknown)}; allowed {sorted(allowed)} (swin: "
-                             f"{[f.name for f in dataclasses.fields(SwinConfig)]}, bert: "
-                             f"{[f.name for f in dataclasses.fields(BertConfig)]})")
-        kwargs = dict(values)
-        for key, kind in nested.items():
-            if key in kwargs:
-                kwargs[key] = kind(**kwargs[key])
-        kwargs["losses"] = tuple(kwargs.get("losses", ()))
-        cfg = cls(**kwargs)
-        cfg.validate()
-        return cfg
-
     def validate(self) -> None:
         """Raises ``ValueError`` naming the field and the allowed values."""
         if self.task not in TASK_LOSSES:

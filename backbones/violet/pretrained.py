@@ -8,15 +8,19 @@ so the Swin file is only needed to start from Kinetics-400 Swin without VIOLET p
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from torch import Tensor, nn
 
 from backbones.common import loading
+from backbones.common.bert import BertConfig
+from backbones.violet.config import SwinConfig, VioletConfig
 from backbones.violet.convert import LAYOUTS, SWIN_LAYOUT
 
-__all__ = ["PRETRAINED", "load_official", "to_official"]
+__all__ = ["PRETRAINED", "config_from_official", "load_official", "to_official"]
 
 Source = str | os.PathLike | Mapping[str, Tensor]
 
@@ -39,6 +43,56 @@ PRETRAINED: dict[str, loading.PretrainedSpec] = {
 }
 
 
+# Both files are recognised by either entry point, so one passed as the other is named as such.
+_SPECS = tuple(PRETRAINED.values())
+
+
+def _known(values: Mapping[str, Any], kind: type, where: str) -> dict[str, Any]:
+    """The entries of ``values`` that are fields of the dataclass ``kind``; unknown keys raise, naming ``where``."""
+    fields = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(f"official VIOLET config: unknown {where} keys {unknown}; known: {sorted(fields)}")
+    return dict(values)
+
+
+def config_from_official(official: Mapping[str, Any], task: str = "retrieval", **overrides: Any) -> VioletConfig:
+    """Our :class:`~backbones.violet.config.VioletConfig` from a description of an official VIOLET build.
+
+    The official code has no model config file: Video Swin-S and bert-base are literals in its source, the
+    OE answer count comes from the run's arguments. A build with other sizes (as the fixture's, see
+    ``shared/fixtures/violet/README.md``) records them as below.
+
+    Args:
+        official: ``"swin"`` (``SwinTransformer3D`` arguments: ``embed_dim``, ``depths``, ``num_heads``,
+            ``window_size``, ``patch_size``, ``drop_path_rate``...), ``"bert"`` (BERT JSON config fields),
+            ``"bert_layer_norm_eps"``, ``"bert_hidden_act"``, ``"D"`` (the literal 768: the token width),
+            ``"VQ"`` (the literal 8192: the DALL-E codebook) and ``"size_vocab_oe"`` (the OE answer count).
+            Absent entries keep the official literals (our defaults); other keys (input sizes) are ignored.
+        task: our task name (``retrieval``, ``qa_oe``, ``qa_mc``).
+        overrides: further :class:`VioletConfig` fields (``losses``, ``fork_quirks``...).
+
+    Raises:
+        ValueError: unknown Swin / BERT keys, a ``hidden_act`` other than the erf GELU, a ``D`` that is not the
+            BERT width, or an invalid result.
+    """
+    if official.get("bert_hidden_act", "gelu") != "gelu":
+        raise ValueError(f"official VIOLET config: bert_hidden_act={official['bert_hidden_act']!r}; only 'gelu' (erf)")
+    bert = _known(official.get("bert", {}), BertConfig, "bert")
+    if "bert_layer_norm_eps" in official:
+        bert["layer_norm_eps"] = official["bert_layer_norm_eps"]
+    values: dict[str, Any] = {"task": task, "swin": SwinConfig(**_known(official.get("swin", {}), SwinConfig, "swin")),
+                              "bert": BertConfig(**bert)}
+    for theirs, ours in (("VQ", "vq_size"), ("size_vocab_oe", "n_answers")):
+        if theirs in official:
+            values[ours] = official[theirs]
+    cfg = VioletConfig(**{**values, **overrides})
+    cfg.validate()
+    if "D" in official and official["D"] != cfg.bert.hidden_size:
+        raise ValueError(f"official VIOLET config: D={official['D']} but bert.hidden_size={cfg.bert.hidden_size}")
+    return cfg
+
+
 def _merge(first: loading.LoadReport, second: loading.LoadReport) -> loading.LoadReport:
     """One report for two loads in sequence (the second overwrites what both fill)."""
     loaded = sorted(set(first.loaded) | set(second.loaded))
@@ -49,6 +103,7 @@ def _merge(first: loading.LoadReport, second: loading.LoadReport) -> loading.Loa
         ignored=sorted(set(first.ignored) | set(second.ignored)),
         left_at_init=sorted(set(first.left_at_init) & set(second.left_at_init)),
         renamed={**first.renamed, **second.renamed},
+        pretrained=" + ".join(name for name in (first.pretrained, second.pretrained) if name),
     )
 
 
@@ -74,9 +129,9 @@ def load_official(model: nn.Module, pretrain: Source | None = None, swin: Source
         raise ValueError("load_official needs pretrain=... and/or swin=...")
     reports = []
     if swin is not None:
-        reports.append(loading.load_official(model, swin, (SWIN_LAYOUT,)))
+        reports.append(loading.load_official(model, swin, (SWIN_LAYOUT,), specs=_SPECS))
     if pretrain is not None:
-        reports.append(loading.load_official(model, pretrain, LAYOUTS))
+        reports.append(loading.load_official(model, pretrain, LAYOUTS, specs=_SPECS))
     return reports[0] if len(reports) == 1 else _merge(*reports)
 
 

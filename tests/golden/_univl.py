@@ -13,6 +13,7 @@ import torch
 
 from backbones.common.attention import AttentionImpl
 from backbones.univl import UniVL, UniVLConfig
+from backbones.univl.pretrained import config_from_official
 from tests.golden import _fixtures
 from tests.golden._fixtures import fixture_dir
 
@@ -42,13 +43,19 @@ def load_keys_shapes() -> dict[str, Any]:
     return _fixtures.load_keys_shapes("univl")
 
 
+def golden_config(**overrides: Any) -> UniVLConfig:
+    """The fixture's own configuration (``golden["config"]``, the official JSON configs and task flags) as ours,
+    with ``overrides`` (see :func:`backbones.univl.pretrained.config_from_official`)."""
+    return config_from_official(load_golden()["config"], **overrides)
+
+
 def golden_model(layout: str, attention: AttentionImpl = "sdpa", **cfg: Any) -> UniVL:
     """The tiny UniVL in ``layout`` with golden weights, in eval mode (dropout off, as the fixture), every
     tower's attention implemented by ``attention``.
 
     Keys are matched exactly: the model's keys must equal golden's minus ``LAYOUT_LACKS[layout]``.
     """
-    base = UniVLConfig.tiny(layout=layout, **cfg)
+    base = golden_config(layout=layout, **cfg)
     towers = ("text", "visual", "cross", "decoder")
     model = UniVL(base.replace(**{t: dataclasses.replace(getattr(base, t), attention=attention) for t in towers}))
     state = load_golden()["state_dict"]

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from backbones.common.attention import AttentionImpl
 from backbones.violet import Violet, VioletConfig
+from backbones.violet.pretrained import config_from_official
 from tests.golden import _fixtures
 from tests.golden._fixtures import fixture_dir
 
@@ -42,6 +43,12 @@ def golden_state(fixture_task: str) -> dict[str, Tensor]:
     return {k: (index if k.endswith("relative_position_index") else g["state_dict"][k]) for k in g["task_keys"][fixture_task]}
 
 
+def golden_config(task: str = "retrieval", **overrides: Any) -> VioletConfig:
+    """The fixture's own configuration (``golden["config"]``) as ours for ``task``, with ``overrides`` (see
+    :func:`backbones.violet.pretrained.config_from_official`)."""
+    return config_from_official(load_golden()["config"], task=task, **overrides)
+
+
 def golden_model(task: str = "retrieval", fixture_task: str | None = None, attention: AttentionImpl = "sdpa",
                  **cfg: Any) -> Violet:
     """The tiny VIOLET for ``task`` with the fixture's weights (strict, exact key set), in eval mode, the Swin
@@ -50,7 +57,7 @@ def golden_model(task: str = "retrieval", fixture_task: str | None = None, atten
     ``fork_quirks`` defaults to True: the fixture was made with the fork's code.
     """
     cfg.setdefault("fork_quirks", True)
-    base = VioletConfig.tiny(task=task, **cfg)
+    base = golden_config(task, **cfg)
     model = Violet(base.replace(swin=dataclasses.replace(base.swin, attention=attention),
                                 bert=dataclasses.replace(base.bert, attention=attention)))
     model.load_state_dict(golden_state(fixture_task or GOLDEN_TASKS[task]), strict=True)

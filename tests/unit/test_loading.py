@@ -1,13 +1,23 @@
 """The official-checkpoint conversion engine on a small module with a renamed layer, a tied alias,
-legacy gamma/beta names and a pre-training head that fine-tuning ignores."""
+legacy gamma/beta names and a pre-training head that fine-tuning ignores; the PretrainedSpec rules, and each
+backbone's specs against its layouts."""
 
 from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
-from backbones.common.loading import CheckpointMismatchError, Layout, load_official, to_official
+from backbones.allinone import convert as allinone_convert
+from backbones.allinone import pretrained as allinone_pretrained
+from backbones.common.loading import CheckpointMismatchError, Layout, PretrainedSpec, load_official, to_official
+from backbones.univl import convert as univl_convert
+from backbones.univl import pretrained as univl_pretrained
+from backbones.violet import convert as violet_convert
+from backbones.violet import pretrained as violet_pretrained
 
 
 class Tiny(nn.Module):
@@ -114,3 +124,36 @@ def test_empty_or_cut_file_names_the_file_instead_of_crashing_the_handler(tmp_pa
     with pytest.raises(CheckpointMismatchError, match="cannot be read safely") as info:
         load_official(Tiny(), path, [FINETUNE])
     assert str(path) in str(info.value) and type(info.value.__cause__).__name__ in str(info.value)
+
+
+def test_a_file_named_as_a_pretrained_spec_must_have_its_layout_and_digest(tmp_path) -> None:
+    """The spec drives the load: its file name selects its layout (the only one tried), its digest is
+    checked when recorded (against hashlib over the bytes written), and a missing file says where to get it."""
+    path = tmp_path / "tiny.pretrained.bin"
+    torch.save(_official(Tiny()), path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    spec = PretrainedSpec(filename="tiny.pretrained.bin", layout="pretrain", source="the tiny release page", sha256=digest)
+    report = load_official(Tiny(), path, [OTHER, FINETUNE], specs=[spec])
+    assert (report.layout, report.pretrained) == ("pretrain", "tiny.pretrained.bin")
+    assert load_official(Tiny(), path, [OTHER, FINETUNE]).pretrained == ""  # no spec given: detection only
+    with pytest.raises(CheckpointMismatchError, match=f"SHA-256 {digest} is not the official tiny.pretrained.bin's 00ff"):
+        load_official(Tiny(), path, [FINETUNE], specs=[replace(spec, sha256="00ff")])
+    with pytest.raises(CheckpointMismatchError, match=r"no known layout matches; tried \['other'\]"):
+        load_official(Tiny(), path, [OTHER, FINETUNE], specs=[replace(spec, layout="other")])
+    with pytest.raises(CheckpointMismatchError, match="has layout 'pretrain', which this loader does not read"):
+        load_official(Tiny(), path, [OTHER], specs=[spec])
+    with pytest.raises(FileNotFoundError, match="get it from the tiny release page"):
+        load_official(Tiny(), tmp_path / "sub" / "tiny.pretrained.bin", [FINETUNE], specs=[spec])
+    # An in-memory dict labelled with the file it was read from is held to the spec too.
+    with pytest.raises(CheckpointMismatchError, match="has layout 'pretrain'"):
+        load_official(Tiny(), _official(Tiny()), [OTHER], label=str(path), specs=[spec])
+
+
+@pytest.mark.parametrize("specs,layouts", [
+    ([univl_pretrained.PRETRAINED], univl_convert.LAYOUTS),
+    (list(violet_pretrained.PRETRAINED.values()), (*violet_convert.LAYOUTS, violet_convert.SWIN_LAYOUT)),
+    ([allinone_pretrained.PRETRAINED], allinone_convert.LAYOUTS),
+], ids=["univl", "violet", "allinone"])
+def test_every_pretrained_spec_names_a_layout_of_its_backbone(specs: list[PretrainedSpec], layouts: tuple[Layout, ...]) -> None:
+    known = {lay.name for lay in layouts}
+    assert all(spec.layout in known for spec in specs), ([spec.layout for spec in specs], known)
