@@ -50,7 +50,7 @@ def ours(golden: dict[str, Any]) -> dict[str, Any]:
     ids, mask, video = x["text_ids"], x["text_masks"], x["video"]
     batch, frames, length = ids.shape[0], video.shape[1], ids.shape[1]
     model = golden_model()
-    official_order = golden_model(primary="mlm")  # the fork's loss order [mlm, ind_itc]
+    official_order = golden_model(target_loss="mlm")  # the fork's loss order [mlm, ind_itc]
     out: dict[str, Any] = {"current_tasks": list(official_order.loss_names)}
     with torch.no_grad():
         out["text_embeds_bert"] = model.text_embeddings(ids)  # text_embeddings(text_ids)
@@ -122,11 +122,11 @@ def test_output_matches_official(name: str, golden: dict[str, Any], ours: dict[s
     _compare(name, ours[name], golden["outputs"][name], TOLERANCES[name])
 
 
-def test_forward_returns_the_primary_first_with_the_official_values(golden: dict[str, Any]) -> None:
+def test_forward_returns_the_target_loss_first_with_the_official_values(golden: dict[str, Any]) -> None:
     g = golden["outputs"]
     with torch.no_grad():
         default = golden_model()(golden_batch())
-        fork = golden_model(primary="mlm")(golden_batch())
+        fork = golden_model(target_loss="mlm")(golden_batch())
     assert list(default) == ["ind_itc", "mlm"] and list(fork) == ["mlm", "ind_itc"]
     for out in (default, fork):
         torch.testing.assert_close(out["mlm"], g["mlm_loss"], **LOSS)

@@ -154,7 +154,7 @@ def test_relative_position_index_is_built_for_the_configured_window(golden: dict
     assert len(indices) == 8 and all(torch.equal(i, expected) for i in indices)
 
 
-def test_paper_mode_feeds_the_clean_video_to_vtm_and_the_primary_loss(golden: dict[str, Any]) -> None:
+def test_paper_mode_feeds_the_clean_video_to_vtm_and_the_answer_loss(golden: dict[str, Any]) -> None:
     """fork_quirks=False: VTM / OE / MC use the clean video (fixture's ``*_clean`` logits), MTM/MVM are unchanged."""
     out = golden["outputs"]
     with torch.no_grad():

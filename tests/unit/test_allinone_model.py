@@ -1,4 +1,4 @@
-"""All-in-one model mechanics on the tiny config: the padding row, the primary switch, patch shuffling, init,
+"""All-in-one model mechanics on the tiny config: the padding row, the target-loss switch, patch shuffling, init,
 config and batch checks, and the official weight-decay rule. (The loss contract, gradients and MELTR's
 derivatives are checked for every backbone in ``tests/contract``.)"""
 
@@ -27,10 +27,10 @@ def test_the_padding_row_of_the_word_table_gets_no_gradient() -> None:
     assert words is not None and torch.equal(words[0], torch.zeros_like(words[0])) and words[101].abs().sum() > 0
 
 
-def test_primary_switch_reorders_the_losses_without_changing_them() -> None:
+def test_target_loss_switch_reorders_the_losses_without_changing_them() -> None:
     torch.manual_seed(1)
     paper = AllInOne(AllInOneConfig.tiny()).eval()
-    fork = AllInOne(AllInOneConfig.tiny(primary="mlm")).eval()
+    fork = AllInOne(AllInOneConfig.tiny(target_loss="mlm")).eval()
     fork.load_state_dict(paper.state_dict())
     batch = random_batch(paper.cfg)
     a, b = paper(batch), fork(batch)
@@ -100,7 +100,7 @@ def test_meltr_optim_decay_split_equals_the_official_name_rule() -> None:
     ({"fold_div": 1}, "temporal-roll fold of 17"),
     ({"num_heads": 5}, "not a multiple of num_heads"),
     ({"image_size": 36}, "not a multiple of patch_size"),
-    ({"primary": "vtm"}, "primary='vtm'"),
+    ({"target_loss": "vtm"}, "target_loss='vtm'"),
     ({"drop_rate": 1.0}, r"drop_rate must be in \[0, 1\)"),
     ({"temperature": 0.0}, "temperature must be > 0"),
 ])
@@ -110,7 +110,7 @@ def test_config_errors_name_the_field(changes: dict, match: str) -> None:
 
 
 def test_config_round_trips_through_a_plain_dict() -> None:
-    cfg = AllInOneConfig.tiny(primary="mlm", patch_shuffle=True)
+    cfg = AllInOneConfig.tiny(target_loss="mlm", patch_shuffle=True)
     assert meltr_config.from_dict(meltr_config.to_dict(cfg), AllInOneConfig) == cfg
     with pytest.raises(ValueError, match=r"hidden: unknown key; did you mean 'hidden_size'"):
         meltr_config.from_dict({"hidden": 3}, AllInOneConfig)
@@ -126,8 +126,9 @@ OLD_TO_DICT = {
 
 
 def test_a_config_dict_of_the_old_to_dict_still_loads() -> None:
-    cfg = meltr_config.from_dict(OLD_TO_DICT, AllInOneConfig)
-    assert cfg == AllInOneConfig.tiny(primary="mlm", patch_shuffle=True, attention="explicit")
+    with pytest.warns(FutureWarning, match="'primary' is renamed 'target_loss'"):
+        cfg = meltr_config.from_dict(OLD_TO_DICT, AllInOneConfig)
+    assert cfg == AllInOneConfig.tiny(target_loss="mlm", patch_shuffle=True, attention="explicit")
     assert cfg.loss_names == ("mlm", "ind_itc")
 
 

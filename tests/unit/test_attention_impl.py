@@ -214,7 +214,7 @@ def test_the_field_round_trips_through_dict_and_yaml() -> None:
     violet = violet_tiny.replace(swin=dataclasses.replace(violet_tiny.swin, attention="explicit"))
     allinone = AllInOneConfig.tiny(attention="explicit")
     for cfg in (univl, violet, allinone):
-        assert type(cfg).from_dict(yaml.safe_load(yaml.safe_dump(cfg.to_dict()))) == cfg
+        assert meltr_config.from_dict(yaml.safe_load(yaml.safe_dump(meltr_config.to_dict(cfg))), type(cfg)) == cfg
     assert (univl.text.attention, univl.cross.attention) == ("sdpa", "explicit")
     assert (violet.swin.attention, violet.bert.attention) == ("explicit", "sdpa")
     assert allinone.text_config().attention == "explicit"

@@ -57,7 +57,7 @@ def test_oe_and_mc_shapes() -> None:
 
 
 def test_quirk_switch_changes_only_what_sees_the_masked_video() -> None:
-    """Retrieval / OE: the quirk feeds the masked video to VTM and the primary loss; MTM/MVM are identical."""
+    """Retrieval / OE: the quirk feeds the masked video to VTM and the answer loss; MTM/MVM are identical."""
     for task in ("retrieval", "qa_oe"):
         batch = _batch(task)
         paper, fork = _model(task).eval(), _model(task, fork_quirks=True).eval()
