@@ -290,7 +290,13 @@ class MetaLearner:
                         state[k] = v.to(device)
         return self
 
+    def meta_step_due(self, step: int | None = None) -> bool:
+        """Whether a meta step follows backbone step ``step`` (default: the current one): the one place the
+        meta-step schedule lives (every ``meta.every`` steps, from step 0), for the buffer and current sources."""
+        return self.learnable and (self.steps if step is None else step) % self.cfg.every == 0
+
     def _meta_steps_planned(self) -> int:
+        """The length of the meta lr schedule: ``total_steps // every``."""
         return max(1, (self.total_steps or 1) // self.cfg.every)
 
     def set_total_steps(self, total_steps: int) -> None:
@@ -345,7 +351,7 @@ class MetaLearner:
             )
         if not losses.requires_grad:
             return combined  # evaluation (no_grad): nothing to record
-        if self.cfg.source == "current" and self.learnable and self.steps % self.cfg.every == 0 and (
+        if self.cfg.source == "current" and self.meta_step_due() and (
                 self._pending is None or self._pending[0] != self.steps):
             self._pending = (self.steps, self._hypergrad_from_graph(model, losses, batch))
         self.last_losses = losses.detach()
@@ -438,7 +444,7 @@ class MetaLearner:
         if positions is not None and len(positions) != len(batches):
             raise ValueError(f"maybe_step got {len(batches)} batches and {len(positions)} positions: give one position per batch")
         out: dict[str, float] = {}
-        if self.learnable and self.steps % self.cfg.every == 0:
+        if self.meta_step_due():
             if self.cfg.source == "current":
                 if self._pending is None or self._pending[0] != self.steps:
                     raise RuntimeError(
