@@ -137,6 +137,7 @@ class Violet(nn.Module):
     def __init__(self, cfg: VioletConfig) -> None:
         super().__init__()
         cfg.validate()
+        assert cfg.target_loss is not None  # validate(): it is one of cfg.losses
         self.cfg, self.loss_names, self.target_loss = cfg, tuple(cfg.losses), cfg.target_loss
         dim, active = cfg.bert.hidden_size, set(cfg.losses)
         self.enc_img = VisualEmbedding(cfg)
@@ -274,8 +275,9 @@ class Violet(nn.Module):
         return VioletMasks(masked_video=mask_video(video, cover), mvm_labels=mvm_labels(vq, cover),
                            masked_text_ids=masked_ids, mtm_labels=labels)
 
-    def task_logits(self, batch: Mapping[str, Any], masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Head outputs of the active losses, in the fork's form.
+    def task_logits(self, batch: Mapping[str, Any], masks: VioletMasks | Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Head outputs of the active losses, in the fork's form; ``masks`` as :meth:`draw_masks` returns them,
+        or any mapping that holds :data:`~backbones.violet.inputs.MASK_KEYS` (a batch that carries them).
 
         Returns:
             ``vtm [B, B]`` (rows = videos, already / temperature); ``oe [B, n_answers]``; ``mc [B, O]``;
@@ -333,7 +335,7 @@ class Violet(nn.Module):
         """
         check_batch(batch, self.cfg)
         if all(k in batch for k in MASK_KEYS):
-            masks: Mapping[str, Tensor] = {k: batch[k] for k in MASK_KEYS}
+            masks: VioletMasks | Mapping[str, Tensor] = {k: batch[k] for k in MASK_KEYS}
         else:
             masks = self.draw_masks(batch, generator)
         logits = self.task_logits(batch, masks)

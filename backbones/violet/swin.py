@@ -134,6 +134,8 @@ class WindowAttention3D(QKVAttention):
         attention: the attention implementation (:mod:`backbones.common.attention`).
     """
 
+    relative_position_index: Tensor  # a buffer; declared so that it is typed Tensor, not Module.__getattr__'s union
+
     def __init__(self, dim: int, num_heads: int, window: Triple, attention: AttentionImpl = "sdpa") -> None:
         super().__init__(dim, num_heads, qkv_bias=True, attention=attention)
         wd, wh, ww = window
@@ -141,7 +143,7 @@ class WindowAttention3D(QKVAttention):
         self.register_buffer("relative_position_index", relative_position_index(window))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:  # type: ignore[override]
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """``x [B·nW, N, C]``, ``mask [nW, N, N]`` (shifted blocks) or None → ``[B·nW, N, C]``."""
         n = x.shape[1]
         # Sliced from the configured window's index, as officially (mis-paired when the spatial window shrank).
