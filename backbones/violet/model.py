@@ -293,7 +293,11 @@ class Violet(nn.Module):
             masked_feat = self.encode_video(masks["masked_video"])
         if need & {"oe", "mc", "vtm"}:
             # Fork quirk (3): masking is in place, so these losses see the masked video too.
-            video_feat, video_mask = masked_feat if quirks else self.encode_video(batch["video"])  # type: ignore[misc]
+            if quirks:
+                assert masked_feat is not None  # encoded above: quirks
+                video_feat, video_mask = masked_feat
+            else:
+                video_feat, video_mask = self.encode_video(batch["video"])
             text_feat = self.enc_txt(ids)
             if need & {"oe", "mc"}:
                 answer = "oe" if cfg.task == "qa_oe" else "mc"  # the task's answer loss (not target_loss: that is any loss)
@@ -313,7 +317,8 @@ class Violet(nn.Module):
                     vf, vm, tf, tm = video_feat, video_mask, text_feat, mask
                 out["vtm"] = self.vtm_logits(vf, vm, tf, tm)
         if need & {"mtm", "mvm"}:
-            vf, vm = masked_feat  # type: ignore[misc]
+            assert masked_feat is not None  # encoded above: "mtm" or "mvm" is in need
+            vf, vm = masked_feat
             if options:
                 vf, vm = repeat(vf, "b l d -> (b o) l d", o=options), repeat(vm, "b l -> (b o) l", o=options)
             hidden = self.cross(vf, vm, self.enc_txt(masks["masked_text_ids"].flatten(0, -2)), mask)
