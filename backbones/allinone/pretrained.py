@@ -31,7 +31,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -156,7 +156,9 @@ def read_lightning_checkpoint(path: str | os.PathLike) -> LightningCheckpoint:
     try:
         # Inside the try: scanning a truncated zip raises torch's own RuntimeError / OSError.
         foreign = _foreign_globals(label)
-        stand_ins = [(_stand_in(name), name) for name in foreign]
+        # Typed as torch declares its parameter (a list, which is invariant: list[tuple[type, str]] would not do).
+        stand_ins: list[Callable[..., object] | tuple[Callable[..., object], str]] = [
+            (_stand_in(name), name) for name in foreign]
         with torch.serialization.safe_globals(stand_ins):
             raw = torch.load(label, map_location="cpu", weights_only=True)
     except PermissionError:

@@ -126,7 +126,7 @@ def find_spec(label: str, specs: Sequence[PretrainedSpec]) -> PretrainedSpec | N
     return next((spec for spec in specs if spec.filename == name), None)
 
 
-def check_spec(path: str | os.PathLike, spec: PretrainedSpec) -> None:
+def check_spec(path: str | os.PathLike[str], spec: PretrainedSpec) -> None:
     """Checks a file named as ``spec``: it exists (else the error says where to get it) and, when the spec
     records a digest, has that SHA-256.
 
@@ -147,7 +147,7 @@ def check_spec(path: str | os.PathLike, spec: PretrainedSpec) -> None:
                                       f"{spec.sha256} (a partial download or another file under that name?)")
 
 
-def read_state_dict(source: str | os.PathLike | Mapping[str, Tensor], label: str | None = None) -> tuple[dict[str, Tensor], str]:
+def read_state_dict(source: str | os.PathLike[str] | Mapping[str, Tensor], label: str | None = None) -> tuple[dict[str, Tensor], str]:
     """Reads a state dict safely; returns it with cleaned keys and a label for messages.
 
     Accepts a bare state dict or one wrapped as ``{"state_dict": ...}`` / ``{"model": ...}``. ``label`` names an
@@ -225,7 +225,7 @@ def _matches(key: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(key, p) for p in patterns)
 
 
-def load_official(model: nn.Module, source: str | os.PathLike | Mapping[str, Tensor], layouts: Sequence[Layout],
+def load_official(model: nn.Module, source: str | os.PathLike[str] | Mapping[str, Tensor], layouts: Sequence[Layout],
                   label: str | None = None, specs: Sequence[PretrainedSpec] = ()) -> LoadReport:
     """Loads an official checkpoint into ``model``; raises on anything outside the layout's allowlists.
 

@@ -107,9 +107,9 @@ class UniVLConfig:
         2 layers per tower, L=12, F=10 (dropout 0.1 as configured there; the fixture numbers are taken
         with dropout off, i.e. in eval mode)."""
 
-        def tower(**kw: int) -> BertConfig:
-            sizes = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
-            return BertConfig(**{**sizes, **kw})
+        def tower(vocab_size: int, max_position_embeddings: int) -> BertConfig:
+            return BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                              vocab_size=vocab_size, max_position_embeddings=max_position_embeddings)
 
         values: dict[str, object] = dict(
             text=tower(vocab_size=512, max_position_embeddings=64),

@@ -70,6 +70,15 @@ class DecoderStack(nn.Module):
             hidden = block(hidden, encoder_hidden, self_bias, encoder_bias)
         return hidden
 
+    def blocks(self) -> list[DecoderLayer]:
+        """``layer`` as a list typed :class:`DecoderLayer` (iterating an ``nn.ModuleList`` yields ``nn.Module``),
+        for code that reaches into a block's submodules (:class:`IncrementalDecoder`)."""
+        blocks = []
+        for block in self.layer:
+            assert isinstance(block, DecoderLayer)  # __init__ fills ``layer`` with DecoderLayer only
+            blocks.append(block)
+        return blocks
+
 
 class DecoderClassifier(nn.Module):
     """``cls.predictions.*``: a BERT MLM head over the tied word table."""
@@ -155,7 +164,7 @@ class IncrementalDecoder:
 
     def __init__(self, decoder: UniVLDecoder, encoder_hidden: Tensor, encoder_mask: Tensor, beam_size: int) -> None:
         self.decoder, self.beam_size = decoder, beam_size
-        self.layers = list(decoder.decoder.layer)
+        self.layers = decoder.decoder.blocks()
         self.enc_bias = additive_mask(encoder_mask, encoder_hidden.dtype)  # [N, 1, 1, S]
         self.enc_kv = [
             (_heads(layer.enc_attn.att.key(encoder_hidden), layer.enc_attn.att.num_heads),

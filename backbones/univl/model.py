@@ -35,7 +35,7 @@ need ``find_unused_parameters=True`` (as the official code uses) or must freeze 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import torch
@@ -46,7 +46,7 @@ from backbones.common.bert import BertConfig, BertModel, BertOnlyMLMHead, BertPr
 from backbones.common.losses import cross_en_loss, masked_cross_entropy, masked_frame_nce_loss, max_margin_ranking_loss
 from backbones.univl.config import UniVLConfig
 from backbones.univl.decoder import IncrementalDecoder, UniVLDecoder
-from backbones.univl.generate import BeamOutput, beam_search
+from backbones.univl.generate import BeamOutput, DecodeFn, beam_search
 from backbones.univl.inputs import check_batch
 
 __all__ = ["UniVL", "CrossOutput", "NormalizeVideo", "VisualPredictionHead", "VisualOnlyHead", "LOSS_INPUTS"]
@@ -100,6 +100,14 @@ class NormalizeVideo(nn.Module):
         return self.visual_norm2d(video.to(self.visual_norm2d.weight.dtype))
 
 
+def _parameter(table: nn.Embedding | nn.Linear) -> nn.Parameter:
+    """``table.weight``, typed as the ``nn.Parameter`` it is (torch declares ``weight: Tensor``), to tie it
+    elsewhere: a module registers an assigned tensor as a parameter only when it is an ``nn.Parameter``."""
+    weight = table.weight
+    assert isinstance(weight, nn.Parameter)  # nn.Embedding / nn.Linear create it as one; tying assigns one
+    return weight
+
+
 class VisualPredictionHead(nn.Module):
     """MFM feature predictor ``transform(x) @ W + bias`` with ``W`` the tied visual embedding weight [H, D].
 
@@ -145,6 +153,7 @@ class UniVL(nn.Module):
     def __init__(self, cfg: UniVLConfig) -> None:
         super().__init__()
         cfg.validate()
+        assert cfg.target_loss is not None  # validate(): it is one of cfg.losses
         self.cfg = cfg
         self.loss_names: tuple[str, ...] = tuple(cfg.losses)
         self.target_loss: str = cfg.target_loss
@@ -153,8 +162,8 @@ class UniVL(nn.Module):
         # similarity_dense, normalize_video).
         self.bert = BertModel(cfg.text, word="embedding", token_types=True)
         self.visual = BertModel(cfg.visual, word="linear", token_types=False)
-        word_table = self.bert.embeddings.word_embeddings.weight
-        position_table = self.bert.embeddings.position_embeddings.weight
+        word_table = _parameter(self.bert.embeddings.word_embeddings)
+        position_table = _parameter(self.bert.embeddings.position_embeddings)
         self.cross: BertModel | None
         self.decoder: UniVLDecoder | None
         self.cls: BertOnlyMLMHead | None
@@ -164,7 +173,7 @@ class UniVL(nn.Module):
         self.register_module("decoder", UniVLDecoder(cfg.decoder, word_table, position_table)
                              if "decoder" in built else None)
         self.register_module("cls", BertOnlyMLMHead(cfg.text, word_table) if "cls" in built else None)
-        self.register_module("cls_visual", VisualOnlyHead(cfg.visual, self.visual.embeddings.word_embeddings.weight)
+        self.register_module("cls_visual", VisualOnlyHead(cfg.visual, _parameter(self.visual.embeddings.word_embeddings))
                              if "cls_visual" in built else None)
         self.register_module("similarity_dense", nn.Linear(cfg.cross.hidden_size, 1)
                              if "similarity_dense" in built else None)
@@ -374,7 +383,7 @@ class UniVL(nn.Module):
                 out["decoder"] = masked_cross_entropy(logits, batch["output_caption_ids"])
             if "sentiment" in need:
                 pooled = self.cross_encode(text, text_mask, video, video_mask).pooled
-                pred = self.sentiment_head(pooled).squeeze(-1)
+                pred = self._require("sentiment_head")(pooled).squeeze(-1)
                 err = pred - batch["label"].to(pred.dtype)
                 out["sentiment"] = err.abs().mean() if self.cfg.sentiment_loss == "l1" else err.square().mean()
         if need & _MASKED_LOSSES:
@@ -392,6 +401,7 @@ class UniVL(nn.Module):
                     out["mlm"] = masked_cross_entropy(self.mlm_logits(cross.hidden, length), batch["pairs_token_labels"])
                 if "mfm" in need:
                     # Targets are the *unmasked* features after normalize_video.
+                    assert video_normalized is not None  # prepared above: "mfm" is in need
                     out["mfm"] = masked_frame_nce_loss(self.mfm_scores(cross.hidden, length), video_normalized,
                                                        video_mask, batch["video_labels_index"])
                 if "m_decoder" in need:
@@ -428,7 +438,9 @@ class UniVL(nn.Module):
         video_hidden = self.encode_video(video, video_mask)
         cross = self.cross_encode(text, attention_mask, video_hidden, video_mask)
         if incremental:
-            decode: Callable[[Tensor, Tensor], Tensor] = IncrementalDecoder(self._require("decoder"), cross.hidden, cross.mask, beam_size)
+            decoder = self._require("decoder")
+            assert isinstance(decoder, UniVLDecoder)  # __init__ registers "decoder" as a UniVLDecoder or None
+            decode: DecodeFn = IncrementalDecoder(decoder, cross.hidden, cross.mask, beam_size)
         else:
             # One cached copy per beam, instance-major, like the official repeat(1, n_bm, 1).
             hidden = cross.hidden.repeat_interleave(beam_size, dim=0)

@@ -137,6 +137,7 @@ class Violet(nn.Module):
     def __init__(self, cfg: VioletConfig) -> None:
         super().__init__()
         cfg.validate()
+        assert cfg.target_loss is not None  # validate(): it is one of cfg.losses
         self.cfg, self.loss_names, self.target_loss = cfg, tuple(cfg.losses), cfg.target_loss
         dim, active = cfg.bert.hidden_size, set(cfg.losses)
         self.enc_img = VisualEmbedding(cfg)
@@ -274,8 +275,9 @@ class Violet(nn.Module):
         return VioletMasks(masked_video=mask_video(video, cover), mvm_labels=mvm_labels(vq, cover),
                            masked_text_ids=masked_ids, mtm_labels=labels)
 
-    def task_logits(self, batch: Mapping[str, Any], masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Head outputs of the active losses, in the fork's form.
+    def task_logits(self, batch: Mapping[str, Any], masks: VioletMasks | Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Head outputs of the active losses, in the fork's form; ``masks`` as :meth:`draw_masks` returns them,
+        or any mapping that holds :data:`~backbones.violet.inputs.MASK_KEYS` (a batch that carries them).
 
         Returns:
             ``vtm [B, B]`` (rows = videos, already / temperature); ``oe [B, n_answers]``; ``mc [B, O]``;
@@ -291,7 +293,11 @@ class Violet(nn.Module):
             masked_feat = self.encode_video(masks["masked_video"])
         if need & {"oe", "mc", "vtm"}:
             # Fork quirk (3): masking is in place, so these losses see the masked video too.
-            video_feat, video_mask = masked_feat if quirks else self.encode_video(batch["video"])  # type: ignore[misc]
+            if quirks:
+                assert masked_feat is not None  # encoded above: quirks
+                video_feat, video_mask = masked_feat
+            else:
+                video_feat, video_mask = self.encode_video(batch["video"])
             text_feat = self.enc_txt(ids)
             if need & {"oe", "mc"}:
                 answer = "oe" if cfg.task == "qa_oe" else "mc"  # the task's answer loss (not target_loss: that is any loss)
@@ -311,7 +317,8 @@ class Violet(nn.Module):
                     vf, vm, tf, tm = video_feat, video_mask, text_feat, mask
                 out["vtm"] = self.vtm_logits(vf, vm, tf, tm)
         if need & {"mtm", "mvm"}:
-            vf, vm = masked_feat  # type: ignore[misc]
+            assert masked_feat is not None  # encoded above: "mtm" or "mvm" is in need
+            vf, vm = masked_feat
             if options:
                 vf, vm = repeat(vf, "b l d -> (b o) l d", o=options), repeat(vm, "b l -> (b o) l", o=options)
             hidden = self.cross(vf, vm, self.enc_txt(masks["masked_text_ids"].flatten(0, -2)), mask)
@@ -333,7 +340,7 @@ class Violet(nn.Module):
         """
         check_batch(batch, self.cfg)
         if all(k in batch for k in MASK_KEYS):
-            masks: Mapping[str, Tensor] = {k: batch[k] for k in MASK_KEYS}
+            masks: VioletMasks | Mapping[str, Tensor] = {k: batch[k] for k in MASK_KEYS}
         else:
             masks = self.draw_masks(batch, generator)
         logits = self.task_logits(batch, masks)

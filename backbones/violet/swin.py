@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -54,15 +55,21 @@ __all__ = [
 
 Triple = tuple[int, int, int]
 
+
+def _triple(values: Iterable[int]) -> Triple:
+    """``values`` (exactly three: depth, height, width) as a :data:`Triple`."""
+    d, h, w = values
+    return d, h, w
+
 # Additive score for query/key pairs from different shifted-window regions (official value).
 MASK_VALUE = -100.0
 
 
 def effective_window(size: Triple, window: Triple, shift: Triple) -> tuple[Triple, Triple]:
     """Official ``get_window_size``: an axis no longer than its window uses the whole axis and no shift."""
-    win = tuple(n if n <= w else w for n, w in zip(size, window))
-    sft = tuple(0 if n <= w else s for n, w, s in zip(size, window, shift))
-    return win, sft  # type: ignore[return-value]
+    win = _triple(n if n <= w else w for n, w in zip(size, window))
+    sft = _triple(0 if n <= w else s for n, w, s in zip(size, window, shift))
+    return win, sft
 
 
 def relative_position_index(window: Triple) -> Tensor:
@@ -134,6 +141,8 @@ class WindowAttention3D(QKVAttention):
         attention: the attention implementation (:mod:`backbones.common.attention`).
     """
 
+    relative_position_index: Tensor  # a buffer; declared so that it is typed Tensor, not Module.__getattr__'s union
+
     def __init__(self, dim: int, num_heads: int, window: Triple, attention: AttentionImpl = "sdpa") -> None:
         super().__init__(dim, num_heads, qkv_bias=True, attention=attention)
         wd, wh, ww = window
@@ -141,7 +150,7 @@ class WindowAttention3D(QKVAttention):
         self.register_buffer("relative_position_index", relative_position_index(window))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:  # type: ignore[override]
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """``x [B·nW, N, C]``, ``mask [nW, N, N]`` (shifted blocks) or None → ``[B·nW, N, C]``."""
         n = x.shape[1]
         # Sliced from the configured window's index, as officially (mis-paired when the spatial window shrank).
@@ -172,7 +181,7 @@ class SwinBlock3D(nn.Module):
         y = self.norm1(x)
         # Zero-pad after the norm to whole windows (padded tokens are not masked, as officially).
         y = F.pad(y, (0, 0, 0, (-w) % window[2], 0, (-h) % window[1], 0, (-d) % window[0]))
-        padded: Triple = tuple(y.shape[1:4])  # type: ignore[assignment]
+        padded = _triple(y.shape[1:4])
         shifted = any(s > 0 for s in shift)
         if shifted:
             y = torch.roll(y, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
@@ -207,7 +216,7 @@ class BasicLayer(nn.Module):
                  drop_path: list[float], eps: float, downsample: bool, attention: AttentionImpl = "sdpa") -> None:
         super().__init__()
         self.window = window
-        self.shift: Triple = tuple(w // 2 for w in window)  # type: ignore[assignment]
+        self.shift = _triple(w // 2 for w in window)
         self.blocks = nn.ModuleList(
             SwinBlock3D(dim, num_heads, window, (0, 0, 0) if i % 2 == 0 else self.shift, mlp_ratio, drop_path[i], eps,
                         attention)
@@ -218,7 +227,7 @@ class BasicLayer(nn.Module):
         """``[B, C, D, H, W]`` → ``[B, C', D, H', W']`` (C' = 2C and H' = ⌈H/2⌉ when downsampling)."""
         _, _, d, h, w = x.shape
         window, shift = effective_window((d, h, w), self.window, self.shift)
-        padded: Triple = tuple(math.ceil(n / win) * win for n, win in zip((d, h, w), window))  # type: ignore[assignment]
+        padded = _triple(math.ceil(n / win) * win for n, win in zip((d, h, w), window))
         mask = shifted_window_mask(padded, window, shift, device=x.device, dtype=x.dtype)
         x = rearrange(x, "b c d h w -> b d h w c")
         for block in self.blocks:
