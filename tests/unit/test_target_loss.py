@@ -11,7 +11,7 @@ from backbones.allinone import AllInOne, AllInOneConfig
 from backbones.univl.config import TARGET_LOSS, UniVLConfig
 from backbones.violet import Violet
 from backbones.violet.config import TASK_LOSSES, VioletConfig
-from meltr.config import ConfigError, from_dict
+from meltr.config import ConfigError, from_dict, to_dict
 from scripts.recipes import allinone as allinone_recipe
 from tests.golden._violet import random_batch
 
@@ -31,7 +31,7 @@ def test_violet_derives_the_target_loss_of_its_task_and_validates_a_given_one(ta
     assert cfg.target_loss == TASK_LOSSES[task][0]
     assert cfg.replace(losses=TASK_LOSSES[task][1:]).target_loss == TASK_LOSSES[task][1]
     assert VioletConfig.tiny(task=task, target_loss="mvm").target_loss == "mvm"
-    assert VioletConfig.from_dict(VioletConfig.tiny(task=task, target_loss="mtm").to_dict()).target_loss == "mtm"
+    assert from_dict(to_dict(VioletConfig.tiny(task=task, target_loss="mtm")), VioletConfig).target_loss == "mtm"
     with pytest.raises(ValueError, match=r"VioletConfig.target_loss='mlm' is not an active loss"):
         VioletConfig.tiny(task=task, target_loss="mlm")
 
