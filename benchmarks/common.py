@@ -24,9 +24,9 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -49,6 +49,7 @@ META_METHODS: dict[str, dict[str, Any]] = {
 }
 GOALS = {"overhead_vs_official": 1 / 3, "step_vs_sum": 1.35, "step_vs_sum_at_k": 3, "memory_vs_sum": 1.05}
 _SPEC_KEYS = {"combiner", "hypergrad", "meta", "role"}
+K = TypeVar("K", bound=Hashable)  # median_ms keys: method names, worker counts, ...
 
 
 def sync(device: torch.device) -> None:
@@ -57,12 +58,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_ms(fns: Mapping[str, Callable[[], object]], reps: int, warmup: int, device: torch.device) -> dict[str, float]:
+def median_ms(fns: Mapping[K, Callable[[], object]], reps: int, warmup: int, device: torch.device) -> dict[K, float]:
     """Median wall time (ms) of each callable, the callables alternating within every repetition."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
+    times: dict[K, list[float]] = {name: [] for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():
             sync(device)

@@ -37,7 +37,8 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn

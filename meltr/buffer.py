@@ -14,7 +14,8 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import logging
-from typing import Any, Callable, Literal, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -44,7 +45,7 @@ class BufferMismatchError(CheckpointError):
     be read); the message names the checkpoint, the batch's (epoch, index), the likely cause and the fix."""
 
 
-def _feed(h: "hashlib._Hash", obj: Any) -> None:
+def _feed(h: hashlib._Hash, obj: Any) -> None:
     if isinstance(obj, Tensor):
         t = obj.detach()
         if t.is_sparse:

@@ -41,8 +41,9 @@ import contextlib
 import logging
 import math
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Literal, Protocol, Sequence
+from typing import Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -119,7 +120,7 @@ class CombinedObjective:
         self,
         losses_fn: Callable[[Params], Tensor],
         combine: Callable[[Tensor], Tensor],
-        sample: Callable[[], "CombinedObjective"] | None = None,
+        sample: Callable[[], CombinedObjective] | None = None,
         comm: Comm = LOCAL,
     ) -> None:
         self.losses_fn = losses_fn
@@ -134,7 +135,7 @@ class CombinedObjective:
     def __call__(self, params: Params) -> Tensor:
         return self.combine(self.comm.globalise(self.losses_fn(params)))
 
-    def sample(self) -> "CombinedObjective":
+    def sample(self) -> CombinedObjective:
         """The same objective on a fresh batch, or itself when no sampler was given."""
         return self._sample() if self._sample is not None else self
 

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, Mapping, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F

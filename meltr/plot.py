@@ -19,8 +19,9 @@ side) is reproduction-specific and lives in ``scripts/plot_meltr.py`` of the rep
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from meltr.log import METRICS_FILE, drop_replayed
 from meltr.summary import RunDirError, read_run

@@ -23,9 +23,10 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Literal, Mapping
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -37,7 +38,6 @@ from meltr.checkpoint_set import merge_rank_file, save_set
 from meltr.combiners import CombinerConfig
 from meltr.config import to_dict
 from meltr.deprecation import renamed_attribute, renamed_fields
-from meltr.interface import LossContractError
 from meltr.log import RunLogger, peak_memory, reset_peak_memory, setup_logging
 from meltr.meta_learner import CombinerTrainingError, MetaConfig, MetaLearner, NonFiniteError, NonFinitePolicy
 from meltr.model_call import to_device
@@ -188,7 +188,7 @@ class Trainer:
                                           meta_loader=meta_loader, amp_dtype=self.amp_dtype, device=self.device,
                                           nonfinite=cfg.nonfinite)
         if meta_loader is not None and self.meta.learnable and cfg.meta.source == "loader" \
-                and hasattr(meta_loader, "generator") and not isinstance(getattr(meta_loader, "generator"), torch.Generator):
+                and hasattr(meta_loader, "generator") and not isinstance(meta_loader.generator, torch.Generator):
             log.warning("meta_loader has no generator: creating its iterator consumes the global RNG, so resume is not bit-exact "
                         "(give it generator=torch.Generator())")
         self.loss_names, self.target_loss = self.meta.loss_names, self.meta.target_loss

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -69,7 +70,7 @@ class _MetaStepCallback(TrainerCallback):
     """Hooks the meta-learner into the training loop at the two points a ``Trainer`` subclass cannot
     reach by overriding public methods: training start and the end of each optimiser step."""
 
-    def __init__(self, trainer: "MeltrTrainer") -> None:
+    def __init__(self, trainer: MeltrTrainer) -> None:
         self.trainer = trainer
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:

@@ -8,8 +8,9 @@ backbone is one module implementing :class:`Recipe` plus one line in :data:`RECI
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from torch import nn
 from torch.utils.data import DataLoader

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from torch import nn
 from torch.utils.data import Dataset
 
 from backbones.common.attention import AttentionImpl, set_attention
