@@ -26,12 +26,15 @@ import statistics
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
 
 from benchmarks.memory import MiB, ProcessPeak, SavedTensorMeter
+
+if TYPE_CHECKING:
+    from backbones.common.attention import AttentionImpl
 
 __all__ = ["META_METHODS", "GOALS", "TrainSetup", "MethodResult", "sync", "median_ms", "method_role", "trainer_config",
            "meta_config", "bench_methods", "result_cells", "results_table", "goal_lines", "train_table", "backbone_main"]
@@ -312,7 +315,7 @@ def train_table(setup: TrainSetup, device: torch.device, windows: int, *, title:
 
 def backbone_main(argv: list[str] | None, *, doc: str, name: str, sizes: Sequence[str],
                   input_tables: Callable[[], object], input_title: str,
-                  train_setup: Callable[[str, str | None], TrainSetup], windows: int) -> int:
+                  train_setup: Callable[[str, AttentionImpl | None], TrainSetup], windows: int) -> int:
     """Command line of a backbone benchmark: the input-pipeline tables (``input_tables()``, skipped with
     ``--skip-inputs``), then the train-step table of ``train_setup(size, attention)``."""
     import argparse

@@ -117,7 +117,7 @@ def _libc_trim() -> None:
             _LIBC.malloc_trim  # noqa: B018 - probe the symbol once
         except (OSError, AttributeError):
             _LIBC = False
-    if _LIBC:
+    if isinstance(_LIBC, ctypes.CDLL):  # False: probed, no malloc_trim here
         _LIBC.malloc_trim(0)
 
 

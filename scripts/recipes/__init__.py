@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from torch import nn
 from torch.utils.data import DataLoader
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 __all__ = ["RECIPES", "Recipe", "RunParts", "recipe"]
 
 RECIPES: dict[str, str] = {
@@ -45,7 +48,7 @@ class Recipe(Protocol):
     """The contract of a recipe module (``scripts/recipes/<backbone>.py``)."""
 
     @property
-    def RunConfig(self) -> type:  # noqa: N802 - the dataclass the run YAML maps onto
+    def RunConfig(self) -> type[DataclassInstance]:  # noqa: N802 - the dataclass the run YAML maps onto
         ...
 
     def build(self, cfg: Any, rank: int, world: int, *, load_init: bool = True) -> RunParts:
