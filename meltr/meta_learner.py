@@ -607,8 +607,9 @@ class MetaLearner:
         self.optimizer.zero_grad(set_to_none=True)
         for p, g in zip(self.meta_params, grads):
             p.grad = g.to(p.dtype)
-        # A tensor start instead of sum()'s int 0: the same value (0.0 + x == x), typed as a Tensor.
-        norm = torch.sqrt(sum(((g.float() ** 2).sum() for g in grads), torch.zeros((), device=grads[0].device)))
+        # A float32 zero to start sum() instead of its int 0: the same value (0.0 + x == x), typed as a Tensor.
+        start = torch.zeros((), dtype=torch.float32, device=grads[0].device)
+        norm = torch.sqrt(sum(((g.float() ** 2).sum() for g in grads), start))
         if not bool(torch.isfinite(norm)):
             # The hypergradient is averaged over ranks, so every rank takes the same branch.
             if self.nonfinite == "raise":
