@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from backbones.allinone import AllInOne, AllInOneConfig
-from backbones.common.attention import set_attention
+from backbones.common.attention import AttentionImpl, set_attention
 from benchmarks.common import TrainSetup, backbone_main
 
 META_EVERY = 5  # K of the fork's msrvtt_retrieval_MELTR
@@ -71,7 +71,7 @@ def random_batch(cfg: AllInOneConfig, batch: int, g: torch.Generator) -> dict[st
             "index": torch.arange(batch)}
 
 
-def train_setup(size_name: str, attention: str | None = None) -> TrainSetup:
+def train_setup(size_name: str, attention: AttentionImpl | None = None) -> TrainSetup:
     """Table 2's training setup: the fork's AdamW (constant 3e-4), K=5, gamma 0.1, pooler frozen as in the
     recipe; ``attention`` through :func:`backbones.common.attention.set_attention`."""
     from meltr import OptimConfig

@@ -24,14 +24,17 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
 
 from benchmarks.memory import MiB, ProcessPeak, SavedTensorMeter
+
+if TYPE_CHECKING:
+    from backbones.common.attention import AttentionImpl
 
 __all__ = ["META_METHODS", "GOALS", "TrainSetup", "MethodResult", "sync", "median_ms", "method_role", "trainer_config",
            "meta_config", "bench_methods", "result_cells", "results_table", "goal_lines", "train_table", "backbone_main"]
@@ -49,6 +52,7 @@ META_METHODS: dict[str, dict[str, Any]] = {
 }
 GOALS = {"overhead_vs_official": 1 / 3, "step_vs_sum": 1.35, "step_vs_sum_at_k": 3, "memory_vs_sum": 1.05}
 _SPEC_KEYS = {"combiner", "hypergrad", "meta", "role"}
+K = TypeVar("K", bound=Hashable)  # median_ms keys: method names, worker counts, ...
 
 
 def sync(device: torch.device) -> None:
@@ -57,12 +61,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_ms(fns: Mapping[str, Callable[[], object]], reps: int, warmup: int, device: torch.device) -> dict[str, float]:
+def median_ms(fns: Mapping[K, Callable[[], object]], reps: int, warmup: int, device: torch.device) -> dict[K, float]:
     """Median wall time (ms) of each callable, the callables alternating within every repetition."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
+    times: dict[K, list[float]] = {name: [] for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():
             sync(device)
@@ -311,7 +315,7 @@ def train_table(setup: TrainSetup, device: torch.device, windows: int, *, title:
 
 def backbone_main(argv: list[str] | None, *, doc: str, name: str, sizes: Sequence[str],
                   input_tables: Callable[[], object], input_title: str,
-                  train_setup: Callable[[str, str | None], TrainSetup], windows: int) -> int:
+                  train_setup: Callable[[str, AttentionImpl | None], TrainSetup], windows: int) -> int:
     """Command line of a backbone benchmark: the input-pipeline tables (``input_tables()``, skipped with
     ``--skip-inputs``), then the train-step table of ``train_setup(size, attention)``."""
     import argparse

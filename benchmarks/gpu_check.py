@@ -36,8 +36,8 @@ import math
 import platform
 import sys
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -128,8 +128,10 @@ def train_section(size: str, device: torch.device, budget: Deadline, methods: Ma
 
 def _no_dropout(module: nn.Module) -> None:
     """Every dropout and drop-path probability to 0 (train mode stays: the training losses are compared)."""
+    from backbones.common.vit import DropPath  # the one drop-path module of all three backbones
+
     for m in module.modules():
-        if isinstance(m, nn.modules.dropout._DropoutNd) or type(m).__name__ == "DropPath":
+        if isinstance(m, (nn.modules.dropout._DropoutNd, DropPath)):
             m.p = 0.0
 
 
@@ -235,7 +237,7 @@ def agree_section(size: str, device: torch.device, budget: Deadline, methods: Ma
                     rows.append(f"{head} {name} | {rel:.2e} | {cos:.6f} | {norm:.3e} | {ms_exact:.1f} | {ms:.1f} |")
             except Exception as exc:  # noqa: BLE001 - out of memory or an unsupported op: report it, go on
                 rows.append(f"{head} all | {_error(exc)} |  |  |  |  |")
-            model = batch = None  # type: ignore[assignment]
+            model = batch = None
             _free(device)
     return rows
 

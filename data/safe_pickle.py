@@ -26,7 +26,8 @@ import collections
 import io
 import os
 import pickle
-from typing import Any, BinaryIO, Callable
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 import numpy as np
 

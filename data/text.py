@@ -91,9 +91,9 @@ def special_ids_of(tokenizer: Any) -> SpecialIds:
     """Read the special ids from a Hugging Face tokenizer (bert-base-uncased values otherwise)."""
     if not isinstance(tokenizer, TextTokenizer):
         return BERT_UNCASED_SPECIALS
-    ids = tokenizer.convert_tokens_to_ids(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    pad, unk, cls, sep, mask = (int(i) for i in tokenizer.convert_tokens_to_ids(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
     vocab_size = int(getattr(tokenizer, "vocab_size", 0) or len(tokenizer))  # type: ignore[arg-type]
-    return SpecialIds(*map(int, ids), vocab_size=vocab_size)
+    return SpecialIds(pad=pad, unk=unk, cls=cls, sep=sep, mask=mask, vocab_size=vocab_size)
 
 
 def _check_max_words(max_words: int) -> None:
@@ -168,7 +168,9 @@ class TextEncoder:
             raise TypeError("tokenizer must have tokenize/convert_tokens_to_ids or be a callable str -> ids, "
                             f"got {type(tokenizer).__name__}")
         self.tokenizer = tokenizer
-        self._has_wordpiece_api = isinstance(tokenizer, TextTokenizer)  # checked once: Protocol isinstance is slow
+        # Which API to call, decided once (a Protocol isinstance is slow); a HF tokenizer is also callable.
+        self._wordpiece = tokenizer if isinstance(tokenizer, TextTokenizer) else None
+        self._piece_fn = None if isinstance(tokenizer, TextTokenizer) else tokenizer
         self.max_words = max_words
         self.special = special if special is not None else special_ids_of(tokenizer)
 
@@ -176,11 +178,12 @@ class TextEncoder:
         """Word-piece ids of ``text`` without special tokens (empty text gives an empty list)."""
         if not text:
             return []
-        if self._has_wordpiece_api:
+        if self._wordpiece is not None:
             # tokenize → ids, like the official loaders (BasicTokenizer + WordPiece, no specials added).
-            tok = self.tokenizer
-            return [int(i) for i in tok.convert_tokens_to_ids(tok.tokenize(text))]  # type: ignore[union-attr]
-        return [int(i) for i in self.tokenizer(text)]
+            tok = self._wordpiece
+            return [int(i) for i in tok.convert_tokens_to_ids(tok.tokenize(text))]
+        assert self._piece_fn is not None  # one of the two is set in __init__
+        return [int(i) for i in self._piece_fn(text)]
 
     def encode(self, text: str) -> dict[str, Tensor]:
         """Encoder inputs of ``text``; see :func:`encoder_ids` (``""`` gives ``[CLS][SEP]``)."""

@@ -188,7 +188,9 @@ class _AvReader:
 
         def convert(frame: Any) -> np.ndarray:
             graph.push(frame)
-            return graph.pull().to_ndarray(format="rgb24")
+            out = graph.pull()
+            assert isinstance(out, av.VideoFrame)  # the sink of a video graph gives video frames
+            return out.to_ndarray(format="rgb24")
 
         return convert
 

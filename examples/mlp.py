@@ -80,7 +80,12 @@ def main(argv: list[str] | None = None) -> dict:
     cfg.best_metric = "test_acc"
     cfg.max_steps = args.max_steps
     loader = DataLoader(train, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(args.seed))
-    trainer = meltr.Trainer(model, cfg, loader, eval_fn=lambda m: {"test_acc": accuracy(m, test)}, run_dir=args.run_dir, device="cpu")
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        assert isinstance(m, DigitsMLP)  # the Trainer evaluates the model it was given
+        return {"test_acc": accuracy(m, test)}
+
+    trainer = meltr.Trainer(model, cfg, loader, eval_fn=evaluate, run_dir=args.run_dir, device="cpu")
     return trainer.fit()
 
 

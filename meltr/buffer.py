@@ -14,7 +14,8 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import logging
-from typing import Any, Callable, Literal, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -44,7 +45,7 @@ class BufferMismatchError(CheckpointError):
     be read); the message names the checkpoint, the batch's (epoch, index), the likely cause and the fix."""
 
 
-def _feed(h: "hashlib._Hash", obj: Any) -> None:
+def _feed(h: hashlib._Hash, obj: Any) -> None:
     if isinstance(obj, Tensor):
         t = obj.detach()
         if t.is_sparse:
@@ -134,7 +135,7 @@ def restore_buffer(state: Mapping[str, Any], fetch: Callable[[BufferPosition], A
     """
     stored = state.get("buffer_positions")
     if stored is None:
-        batches = list(state["buffer"])
+        batches: list[Any] = list(state["buffer"])
         if not state.get("buffer_saved", True) and refills:
             log.warning("the checkpoint holds no meta buffer (meta.checkpoint_buffer: none): the buffer refills from the "
                         "next training batches, so this resumed run is not bit-identical to an uninterrupted one")
@@ -148,10 +149,11 @@ def restore_buffer(state: Mapping[str, Any], fetch: Callable[[BufferPosition], A
         raise ValueError(f"the state stores the meta buffer as {len(stored)} positions (meta.checkpoint_buffer: positions): "
                          f"pass fetch= to read those batches again (meltr.Trainer does), or resume with "
                          f"meta.checkpoint_buffer: none (the buffer refills, not bit-exact)")
-    want = list(state["buffer_fingerprints"])
+    want: list[str | None] = list(state["buffer_fingerprints"])
     fix = ("to checkpoint such data set meta.checkpoint_buffer: batches (stores the batches themselves); to resume this "
            "checkpoint anyway set meta.checkpoint_buffer: none (the buffer refills, not bit-exact)")
-    batches, positions = [], []
+    batches = []
+    positions: list[BufferPosition | None] = []
     for n, (pos, fp) in enumerate(zip(stored, want)):
         epoch, index = int(pos[0]), int(pos[1])
         where = f"buffered batch {n + 1} of {len(stored)} (epoch {epoch}, batch {index} of the epoch)"

@@ -27,8 +27,9 @@ import random
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 import torch
 
@@ -57,7 +58,7 @@ FORMAT_VERSION: int = 2
 
 # One entry per version step: ``_UPGRADES[v]`` turns a version-``v`` state into a version-``v + 1``
 # state. Write each as ``_upgrade_vN_to_vN1(state) -> state`` and register it here.
-def _upgrade_v1_to_v2(state: dict) -> dict:
+def _upgrade_v1_to_v2(state: dict[str, Any]) -> dict[str, Any]:
     """Version 2 keeps the meta-learner's state under ``meta`` (``meltr.MetaLearner.state_dict``)."""
     moves = {"meta_rng": "generator", "buffer": "buffer", "meta_pos": "meta_pos",
              "meta_optimizer": "optimizer", "meta_scheduler": "scheduler"}
@@ -69,7 +70,7 @@ def _upgrade_v1_to_v2(state: dict) -> dict:
     return state
 
 
-_UPGRADES: dict[int, Callable[[dict], dict]] = {1: _upgrade_v1_to_v2}
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_v1_to_v2}
 
 _SAFE_CONTENT_HINT = (
     "meltr checkpoints only contain tensors and plain Python containers "
@@ -97,7 +98,7 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read, is refused by the safe loader, or has a bad version."""
 
 
-def save_checkpoint(state: dict, path: str | os.PathLike, check: bool = True) -> None:
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str], check: bool = True) -> None:
     """Writes ``state`` to ``path`` atomically.
 
     The state is written with ``torch.save`` into a temp file (``.<name>.<host>.<pid>.XXXX.tmp``) in the
@@ -133,7 +134,7 @@ def save_checkpoint(state: dict, path: str | os.PathLike, check: bool = True) ->
     atomic_write(path, lambda f: torch.save(state, f))
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any]) -> None:
     """Writes a file atomically: the one writer of the project (checkpoints, configs, data files).
 
     Calls ``write(file)`` on a binary temp file beside ``path``, flushes, fsyncs and ``os.replace``-s it
@@ -327,7 +328,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(dir_fd)
 
 
-def read_weights(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> Any:
+def read_weights(path: str | os.PathLike[str], map_location: str | torch.device | None = "cpu") -> Any:
     """``torch.load(path, weights_only=True)`` with every failure raised as :class:`CheckpointError` naming the file.
 
     The reading half of :func:`load_checkpoint`, for any torch file (e.g. an official MELTR state dict): no
@@ -371,8 +372,8 @@ def read_weights(path: str | os.PathLike, map_location: str | torch.device | Non
 
 
 def load_checkpoint(
-    path: str | os.PathLike, map_location: str | torch.device | None = "cpu"
-) -> dict:
+    path: str | os.PathLike[str], map_location: str | torch.device | None = "cpu"
+) -> dict[str, Any]:
     """Loads a checkpoint written by :func:`save_checkpoint`, safely.
 
     Uses ``torch.load(..., weights_only=True)`` only; a file that needs arbitrary unpickling is
@@ -408,7 +409,7 @@ def load_checkpoint(
     return _upgrade(state, path)
 
 
-def _upgrade(state: dict, path: Path) -> dict:
+def _upgrade(state: dict[str, Any], path: Path) -> dict[str, Any]:
     version = state["format_version"]
     # bool is an int subclass; True must not pass as version 1.
     if not isinstance(version, int) or isinstance(version, bool):
@@ -458,7 +459,9 @@ def rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state().clone(),
     }
     if np is not None:
-        name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+        legacy = np.random.get_state(legacy=True)
+        assert isinstance(legacy, tuple)  # legacy=True gives the 5-tuple (the dict is legacy=False's form)
+        name, keys, pos, has_gauss, cached = legacy
         state["numpy"] = {
             "bit_generator": str(name),
             "keys": torch.from_numpy(keys.astype(np.int64)),
@@ -532,7 +535,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
             torch.cuda.set_rng_state_all(cuda_states[:n_devices])
 
 
-def export_safetensors(checkpoint: str | os.PathLike | dict, out: str | os.PathLike, key: str = "model") -> Path:
+def export_safetensors(checkpoint: str | os.PathLike[str] | dict[str, Any], out: str | os.PathLike[str], key: str = "model") -> Path:
     """Exports the weights of a meltr checkpoint to a ``safetensors`` file (weights only, no pickle).
 
     The file holds the ``state_dict`` of the bare model with tied weights stored once (as Hugging Face
@@ -564,7 +567,7 @@ def export_safetensors(checkpoint: str | os.PathLike | dict, out: str | os.PathL
     # safetensors refuses tensors that share memory: keep one name per tied tensor (the first, in
     # state-dict order) and record the others, which load_model() fills from the model's own ties.
     tensors: dict[str, torch.Tensor] = {}
-    seen: dict[tuple, str] = {}
+    seen: dict[tuple[object, ...], str] = {}  # storage identity (pointer, offset, shape, stride, dtype) -> first name
     tied: dict[str, str] = {}
     for k, v in weights.items():
         if not isinstance(v, torch.Tensor):

@@ -15,8 +15,8 @@ Learnable combiners are trained by the same bi-level meta step as MELTR (see :mo
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn

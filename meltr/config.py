@@ -28,8 +28,9 @@ import os
 import re
 import types
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, Protocol, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -46,7 +47,14 @@ __all__ = [
     "to_dict",
 ]
 
-T = TypeVar("T")
+
+class _Dataclass(Protocol):
+    """Any dataclass (typeshed's ``DataclassInstance``, which meltr may not import: stdlib and torch only)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+
+T = TypeVar("T", bound=_Dataclass)  # a config is a dataclass
 
 _NoneType = type(None)
 _UNION_ORIGINS = (Union, types.UnionType)
@@ -249,9 +257,9 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
                 errors.append(e)
         # A deeper error (inside a nested dataclass, a validate() failure) is more useful than
         # "expected X | None"; a plain mismatch at this key reports the whole union.
-        for e in errors:
-            if not (e.type_mismatch and e.key == key):
-                raise e
+        for err in errors:
+            if not (err.type_mismatch and err.key == key):
+                raise err
         raise _type_error(value, tp, key, source)
 
     if tp is _NoneType:
@@ -482,7 +490,8 @@ def to_dict(obj: Any) -> dict[str, Any]:
     """
     if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
         raise TypeError(f"to_dict needs a dataclass instance, got {type(obj).__name__}")
-    return _plain(obj, "")
+    plain: dict[str, Any] = _plain(obj, "")  # a dataclass instance becomes a dict
+    return plain
 
 
 # --------------------------------------------------------------------------------------------------

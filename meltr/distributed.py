@@ -17,7 +17,7 @@ import datetime
 import logging
 import math
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist

@@ -41,8 +41,9 @@ import contextlib
 import logging
 import math
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Literal, Protocol, Sequence
+from typing import Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -119,7 +120,7 @@ class CombinedObjective:
         self,
         losses_fn: Callable[[Params], Tensor],
         combine: Callable[[Tensor], Tensor],
-        sample: Callable[[], "CombinedObjective"] | None = None,
+        sample: Callable[[], CombinedObjective] | None = None,
         comm: Comm = LOCAL,
     ) -> None:
         self.losses_fn = losses_fn
@@ -134,7 +135,7 @@ class CombinedObjective:
     def __call__(self, params: Params) -> Tensor:
         return self.combine(self.comm.globalise(self.losses_fn(params)))
 
-    def sample(self) -> "CombinedObjective":
+    def sample(self) -> CombinedObjective:
         """The same objective on a fresh batch, or itself when no sampler was given."""
         return self._sample() if self._sample is not None else self
 
@@ -162,9 +163,9 @@ class Hypergradient(Protocol):
 # Building blocks
 
 
-def _grad(out: Tensor, inputs: Params, **kwargs: object) -> list[Tensor]:
+def _grad(out: Tensor, inputs: Params, *, create_graph: bool = False) -> list[Tensor]:
     """``autograd.grad`` with zeros for unused inputs."""
-    grads = torch.autograd.grad(out, list(inputs), allow_unused=True, **kwargs)  # type: ignore[arg-type]
+    grads = torch.autograd.grad(out, list(inputs), allow_unused=True, create_graph=create_graph)
     return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
 
 
@@ -267,7 +268,7 @@ def _fd_directional(aux_fn: CombinedObjective, params: Params, direction: Params
                     max_pairs: int = 3, comm: Comm = LOCAL) -> tuple[Tensor, Tensor]:
     """``l(w)`` and ``c = J_l(w) p`` by central differences with a step chosen per loss (see
     :func:`directional_derivatives`), averaged over ranks: every rank takes the same steps."""
-    p_sq = float(sum((d.double() ** 2).sum() for d in direction))  # type: ignore[arg-type]
+    p_sq = float(sum((d.double() ** 2).sum() for d in direction))
     if p_sq == 0.0:
         (l,) = comm.mean([aux_fn.losses([p.detach() for p in params]).detach()])
         return l, torch.zeros_like(l)
@@ -334,7 +335,7 @@ def directional_derivatives(
         primals = tuple(p.detach() for p in params)
         tangents = tuple(d.detach().to(p.dtype) for d, p in zip(direction, params))
         with differentiable_attention():
-            l, c = torch.func.jvp(lambda *ps: aux_fn.losses(ps), primals, tangents)
+            l, c = torch.func.jvp(lambda *ps: aux_fn.losses(ps), primals, tangents)[:2]  # (output, tangent): no has_aux
         l, c = comm.mean([l.detach(), c.detach()])
         return l, c
     if mode == "vjp":
@@ -463,7 +464,7 @@ def lite_from_graph(
     elif mode in ("jvp", "fd"):
         if aux is None:
             raise TypeError(f"mode {mode!r} evaluates the losses again: pass aux (the batch's CombinedObjective)")
-        _, c = directional_derivatives(aux, params, v, mode, fd_eps, comm)  # type: ignore[arg-type]
+        _, c = directional_derivatives(aux, params, v, mode, fd_eps, comm)
     else:
         raise ValueError(f"unknown mode {mode!r}; valid: jvp, vjp, fd, autograd")
     return _finish(direct, _mixed_from_directional(combine, l, c, meta_params))

@@ -7,7 +7,8 @@ The position of a loss in ``loss_names`` is its task index in the loss transform
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor

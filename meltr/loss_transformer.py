@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -111,8 +112,11 @@ PRESETS: dict[str, LossTransformerConfig] = {
 }
 
 
-def preset(name: str, **overrides: object) -> LossTransformerConfig:
-    """Returns a copy of a named preset with optional field overrides (e.g. ``num_tasks=8``)."""
+def preset(name: str, **overrides: Any) -> LossTransformerConfig:
+    """Returns a copy of a named preset with optional field overrides (e.g. ``num_tasks=8``).
+
+    ``overrides`` is typed ``Any``, as ``dataclasses.replace`` types its changes: each belongs to a field of
+    its own type, and :meth:`LossTransformerConfig.validate` checks the values."""
     if name not in PRESETS:
         raise KeyError(f"unknown loss-transformer preset {name!r}; valid: {', '.join(sorted(PRESETS))}")
     return replace(PRESETS[name], **overrides)
@@ -127,7 +131,8 @@ class ScaleEmbedding(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, losses: Tensor) -> Tensor:
-        return self.fc2(F.relu(self.fc1(losses.unsqueeze(-1))))
+        embedded: Tensor = self.fc2(F.relu(self.fc1(losses.unsqueeze(-1))))
+        return embedded
 
 
 class SelfAttention(nn.Module):
@@ -158,7 +163,8 @@ class SelfAttention(nn.Module):
         attn = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d // h), dim=-1)
         attn = F.dropout(attn, self.dropout, self.training)
         out = (attn @ v).transpose(1, 2).reshape(b, t, d)
-        return self.out_proj(out)
+        projected: Tensor = self.out_proj(out)
+        return projected
 
 
 class EncoderLayer(nn.Module):
@@ -179,14 +185,16 @@ class EncoderLayer(nn.Module):
         return F.dropout(x, self.p, self.training)
 
     def _ff(self, x: Tensor) -> Tensor:
-        return self.linear2(self._drop(F.relu(self.linear1(x))))
+        ff: Tensor = self.linear2(self._drop(F.relu(self.linear1(x))))
+        return ff
 
     def forward(self, x: Tensor) -> Tensor:
         if self.norm_first:
             x = x + self._drop(self.self_attn(self.norm1(x)))
             return x + self._drop(self._ff(self.norm2(x)))
         x = self.norm1(x + self._drop(self.self_attn(x)))
-        return self.norm2(x + self._drop(self._ff(x)))
+        normed: Tensor = self.norm2(x + self._drop(self._ff(x)))
+        return normed
 
 
 class LossTransformer(Combiner):
@@ -260,7 +268,7 @@ class LossTransformer(Combiner):
             tokens = self.task_embedding.weight.expand(x.shape[0], -1, -1)
         for layer in self.layers:
             tokens = layer(tokens)
-        out = self.head(tokens.mean(dim=1)).squeeze(-1)
+        out: Tensor = self.head(tokens.mean(dim=1)).squeeze(-1)
         if self.cfg.residual == "sum":
             out = x.sum(-1) + out
         return out[0] if single else out
@@ -338,7 +346,7 @@ def official_to_ours(state: Mapping[str, Tensor], source: str = "<state_dict>") 
 
 
 def load_official_meltr(
-    source: Mapping[str, Tensor] | str | os.PathLike,
+    source: Mapping[str, Tensor] | str | os.PathLike[str],
     loss_names: Sequence[str] | None = None,
     num_heads: int = 8,
     dropout: float = 0.1,

@@ -32,8 +32,9 @@ import contextlib
 import logging
 import math
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -46,6 +47,8 @@ from meltr.hypergrad import (
     CombinedObjective,
     Comm,
     HypergradConfig,
+    Objective,
+    Params,
     SumObjective,
     build_hypergrad,
     full_precision_requested,
@@ -173,7 +176,7 @@ class MetaLearner:
         *,
         seed: int = 0,
         total_steps: int | None = None,
-        meta_loader: Iterable | None = None,
+        meta_loader: Iterable[Any] | None = None,
         call: ModelCall | None = None,
         amp_dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
@@ -210,7 +213,7 @@ class MetaLearner:
         self.meta_pos = 0  # batches consumed from meta_loader
         self.last_losses: Tensor | None = None  # the loss vector of the last combine() (global mean under DDP)
         self._comm: Comm | None = None
-        self._meta_iter: Iterator | None = None
+        self._meta_iter: Iterator[Any] | None = None
         self._running: list[Tensor] = []  # [losses..., combined] since the last pop_metrics()
         self._hypergrad_norms: list[float] = []  # meta steps since the last pop_metrics()
         self._meta_lr: float | None = None  # the meta learning rate after the latest meta step
@@ -225,7 +228,7 @@ class MetaLearner:
     @classmethod
     @renamed_kwargs(primary="target_loss")
     def for_model(cls, model: nn.Module, combiner: CombinerConfig | None = None, meta: MetaConfig | None = None, *,
-                  target_loss: str | None = None, **kwargs: Any) -> "MetaLearner":
+                  target_loss: str | None = None, **kwargs: Any) -> MetaLearner:
         """A meta-learner for a :class:`meltr.interface.MultiLossModel` (its ``loss_names`` and
         ``target_loss``, unless ``target_loss=`` is given), on the device of the model's parameters.
 
@@ -280,7 +283,7 @@ class MetaLearner:
             return b.device if b is not None else torch.device("cpu")
         return p.device
 
-    def to(self, device: torch.device | str) -> "MetaLearner":
+    def to(self, device: torch.device | str) -> MetaLearner:
         """Moves the combiner (in place, so its optimiser keeps its parameters) to ``device``."""
         self.combiner.to(device)
         if self.learnable:
@@ -380,7 +383,8 @@ class MetaLearner:
     def combine_frozen(self, losses: Tensor) -> Tensor:
         """The combiner on a loss vector ``[..., T]`` with its parameters detached."""
         frozen = {n: p.detach() for n, p in self.combiner.named_parameters()}
-        return functional_call(self.combiner, frozen, (losses,))
+        combined: Tensor = functional_call(self.combiner, frozen, (losses,))
+        return combined
 
     def task_weights(self, losses: Tensor | None = None) -> Tensor:
         """Each task's weight ``a_t = d combiner / d l_t`` at ``losses`` ``[T]`` (default: the last
@@ -492,7 +496,7 @@ class MetaLearner:
         self.meta_pos += 1
         return batch
 
-    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager[object]:
         if self.amp_dtype is None or full_precision_requested():  # fd's differenced forwards: full precision
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=self.amp_dtype)
@@ -548,14 +552,23 @@ class MetaLearner:
         # The outer objective L_P: the target loss on b_v, plus the regulariser on b_t.
         lv = self._functional_losses(model, names, b_v)
         lt = lv if b_t is b_v else self._functional_losses(model, names, b_t)
-        if mcfg.gamma == 0:
-            outer: Callable = lambda ps: lv(ps)[pi]
-        elif lt is lv:
-            outer = lambda ps: (lambda l: l[pi] + self._regulariser(l))(lv(ps))
-        else:
-            outer = SumObjective(lambda ps: lv(ps)[pi], lambda ps: self._regulariser(lt(ps)))
 
-        def make_aux(losses_fn: Callable) -> CombinedObjective:
+        def target(ps: Params) -> Tensor:
+            return lv(ps)[pi]
+
+        def target_and_regulariser(ps: Params) -> Tensor:
+            l = lv(ps)  # one forward serves both terms when b_t is b_v
+            return l[pi] + self._regulariser(l)
+
+        outer: Objective
+        if mcfg.gamma == 0:
+            outer = target
+        elif lt is lv:
+            outer = target_and_regulariser
+        else:
+            outer = SumObjective(target, lambda ps: self._regulariser(lt(ps)))
+
+        def make_aux(losses_fn: Objective) -> CombinedObjective:
             return CombinedObjective(losses_fn, self.combiner, lambda: make_aux(self._functional_losses(model, names, self.replay.draw(current))), self.comm)
 
         try:
@@ -600,7 +613,9 @@ class MetaLearner:
         self.optimizer.zero_grad(set_to_none=True)
         for p, g in zip(self.meta_params, grads):
             p.grad = g.to(p.dtype)
-        norm = torch.sqrt(sum((g.float() ** 2).sum() for g in grads))
+        # A float32 zero to start sum() instead of its int 0: the same value (0.0 + x == x), typed as a Tensor.
+        start = torch.zeros((), dtype=torch.float32, device=grads[0].device)
+        norm = torch.sqrt(sum(((g.float() ** 2).sum() for g in grads), start))
         if not bool(torch.isfinite(norm)):
             # The hypergradient is averaged over ranks, so every rank takes the same branch.
             if self.nonfinite == "raise":

@@ -9,7 +9,8 @@ backward, an error that says which mode to use instead (:func:`explain_meta_erro
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -51,9 +52,10 @@ class OptimConfig:
             raise ValueError(f"{at}clip_grad_norm must be a finite number > 0 or null, got {self.clip_grad_norm}")
 
 
-def param_groups(named: Iterable[tuple[str, nn.Parameter]], cfg: OptimConfig) -> list[dict]:
+def param_groups(named: Iterable[tuple[str, nn.Parameter]], cfg: OptimConfig) -> list[dict[str, Any]]:
     """Splits parameters into decayed (>= 2-d weights) and non-decayed (biases, norms) groups."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in named:
         if not p.requires_grad:
             continue

@@ -19,8 +19,9 @@ side) is reproduction-specific and lives in ``scripts/plot_meltr.py`` of the rep
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from meltr.log import METRICS_FILE, drop_replayed
 from meltr.summary import RunDirError, read_run
@@ -239,7 +240,7 @@ def build_weights_over_steps(panels: Mapping[str, Sequence[Sequence[dict[str, An
     """
     data = {name: weights_over_steps(runs) for name, runs in panels.items()}
     figure_cls, canvas_cls, _ = _matplotlib()
-    fig = figure_cls(figsize=(3.6 * len(data) + 0.6, 3.4), layout="constrained")
+    fig: Figure = figure_cls(figsize=(3.6 * len(data) + 0.6, 3.4), layout="constrained")
     canvas_cls(fig)
     axes = fig.subplots(1, len(data), squeeze=False, sharey=True)[0]
     for ax, (name, d) in zip(axes, data.items()):

@@ -6,7 +6,8 @@ raises an error that lists the valid names.
 
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 __all__ = ["Registry", "RegistryError"]
 

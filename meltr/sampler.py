@@ -8,7 +8,7 @@ across data-parallel ranks like ``DistributedSampler``, and skips already consum
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import Sampler

@@ -23,8 +23,9 @@ The paper's tables (paper numbers beside ours) stay in ``scripts/summarize.py`` 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from meltr.log import METRICS_FILE, drop_replayed, read_jsonl
 

@@ -23,9 +23,10 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Literal, Mapping
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -37,7 +38,6 @@ from meltr.checkpoint_set import merge_rank_file, save_set
 from meltr.combiners import CombinerConfig
 from meltr.config import to_dict
 from meltr.deprecation import renamed_attribute, renamed_fields
-from meltr.interface import LossContractError
 from meltr.log import RunLogger, peak_memory, reset_peak_memory, setup_logging
 from meltr.meta_learner import CombinerTrainingError, MetaConfig, MetaLearner, NonFiniteError, NonFinitePolicy
 from meltr.model_call import to_device
@@ -95,20 +95,25 @@ class TrainerConfig:
         self.meta.validate("meta")
 
 
-def _announce_epoch(loader: Iterable, epoch: int) -> None:
+def _due(step: int, every: int | None) -> bool:
+    """Whether an every-``every``-steps action falls on ``step`` (``None`` or 0: never)."""
+    return every is not None and every != 0 and step % every == 0
+
+
+def _announce_epoch(loader: Iterable[Any], epoch: int) -> None:
     """``set_epoch`` on the loader's sampler and dataset (per-epoch shuffles and augmentation)."""
     for obj in (getattr(loader, "sampler", None), getattr(loader, "dataset", None)):
         if hasattr(obj, "set_epoch"):
             obj.set_epoch(epoch)  # type: ignore[union-attr]
 
 
-def _reads_by_position(loader: Iterable) -> bool:
+def _reads_by_position(loader: Iterable[Any]) -> bool:
     """Whether ``loader`` can start an epoch at any batch: a sampler with ``set_start`` (such as
     :class:`EpochSampler`) under a fixed batch size. Then batch ``i`` of epoch ``e`` can be read again."""
     return hasattr(getattr(loader, "sampler", None), "set_start") and bool(getattr(loader, "batch_size", None))
 
 
-def _shard_loader(loader: Iterable, seed: int) -> Iterable:
+def _shard_loader(loader: Iterable[Any], seed: int) -> Iterable[Any]:
     """A plain map-style ``DataLoader`` rebuilt with an :class:`EpochSampler` over this rank's shard.
 
     A loader whose sampler already shards (``DistributedSampler``, an ``EpochSampler`` with
@@ -161,9 +166,9 @@ class Trainer:
         self,
         model: nn.Module,
         cfg: TrainerConfig,
-        train_loader: Iterable,
+        train_loader: Iterable[Any],
         *,
-        meta_loader: Iterable | None = None,
+        meta_loader: Iterable[Any] | None = None,
         eval_fn: Callable[[nn.Module], Mapping[str, float]] | None = None,
         run_dir: str | Path | None = None,
         device: torch.device | str | None = None,
@@ -188,7 +193,7 @@ class Trainer:
                                           meta_loader=meta_loader, amp_dtype=self.amp_dtype, device=self.device,
                                           nonfinite=cfg.nonfinite)
         if meta_loader is not None and self.meta.learnable and cfg.meta.source == "loader" \
-                and hasattr(meta_loader, "generator") and not isinstance(getattr(meta_loader, "generator"), torch.Generator):
+                and hasattr(meta_loader, "generator") and not isinstance(meta_loader.generator, torch.Generator):
             log.warning("meta_loader has no generator: creating its iterator consumes the global RNG, so resume is not bit-exact "
                         "(give it generator=torch.Generator())")
         self.loss_names, self.target_loss = self.meta.loss_names, self.meta.target_loss
@@ -241,7 +246,7 @@ class Trainer:
             raise ValueError(f"train_loader has {n} batches, fewer than grad_accum={self.cfg.grad_accum}")
         return steps
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
@@ -503,8 +508,8 @@ class Trainer:
                 self.batch_in_epoch += len(micro)
                 micro = []
                 self.logger.progress(1)
-                self._save_and_evaluate(evaluate=bool(self.cfg.eval_every) and self.step % self.cfg.eval_every == 0,
-                                        save=bool(self.cfg.checkpoint_every) and self.step % self.cfg.checkpoint_every == 0)
+                self._save_and_evaluate(evaluate=_due(self.step, self.cfg.eval_every),
+                                        save=_due(self.step, self.cfg.checkpoint_every))
                 if self.step >= self.total_steps:
                     break
             self._log_epoch(started, first_batch)

@@ -39,6 +39,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from meltr import CombinerConfig, EpochSampler, Trainer, TrainerConfig
@@ -164,10 +165,15 @@ def run_one(cfg: DemoConfig, setting: str, comb: CombinerConfig, seed: int, run_
     torch.manual_seed(seed)
     model = DigitsCNN(cfg.width, harmful=SETTINGS[setting][1])
     loader = _loader(cfg, seed)
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        assert isinstance(m, DigitsCNN)  # the Trainer evaluates the model it was given
+        return {"val_acc": accuracy(m, split.val_x, split.val_y)}
+
     trainer = Trainer(
         model, tcfg, loader, run_dir=run_dir, device="cpu",
         run_config={"demo": to_dict(cfg), "setting": setting, "seed": seed, "trainer": to_dict(tcfg)},
-        eval_fn=lambda m: {"val_acc": accuracy(m, split.val_x, split.val_y)},
+        eval_fn=evaluate,
     )
     trainer.fit()
     best = load_checkpoint(run_dir / "best.pt")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Sequence
 
 from meltr.checkpoint import load_checkpoint
 from meltr.config import add_override_args, apply_overrides, from_dict
@@ -19,7 +20,7 @@ from meltr.log import setup_logging
 from scripts.recipes import recipe
 
 
-def evaluate_checkpoint(path: str, overrides: list[str] = ()) -> tuple[dict[str, float], dict[str, float]]:
+def evaluate_checkpoint(path: str, overrides: Sequence[str] = ()) -> tuple[dict[str, float], dict[str, float]]:
     """(metrics now, metrics recorded in the checkpoint)."""
     state = load_checkpoint(path)
     config = apply_overrides(dict(state["config"]), list(overrides), f"{path}:config")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["PAPER", "ROW_LABELS", "NOTES", "TABLE7_COEFFICIENTS", "TABLE11_LOSSES", "coefficients_yaml", "main"]
 

@@ -31,9 +31,10 @@ import argparse
 import csv
 import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import yaml
 
@@ -246,6 +247,11 @@ class Line:
     diff: dict[str, float | None]
 
 
+def _minus(a: float | None, b: float | None) -> float | None:
+    """``a - b``, or None where either is missing."""
+    return a - b if a is not None and b is not None else None
+
+
 def _paper_value(table: str, row: str, key: str) -> float | None:
     return PAPER.get(table, {}).get(row, {}).get(key)
 
@@ -277,7 +283,8 @@ def build_tables(results: Sequence[RunResult]) -> dict[str, list[Line]]:
         for r in runs:
             if r.ok and r.row not in scaled:
                 scaled[str(r.row)] = _scaled(spec, r)
-        order = list(spec.rows) + sorted({r.row for r in runs if r.row not in spec.rows})  # type: ignore[misc]
+        # a run with a table has its row (read together from run.json)
+        order = list(spec.rows) + sorted({r.row for r in runs if r.row is not None and r.row not in spec.rows})
         lines: list[Line] = []
         for row in order:
             label = spec.labels.get(row, row)
@@ -296,8 +303,7 @@ def build_tables(results: Sequence[RunResult]) -> dict[str, list[Line]]:
                         ours[c.key] = DERIVED[c.key](row, {**scaled, row: _scaled(spec, r)})
                     else:
                         ours[c.key] = r.metrics[c.key] * c.scale if c.key in r.metrics else None
-                diff = {c.key: (ours[c.key] - paper[c.key]) if c.diff and ours[c.key] is not None and paper[c.key] is not None
-                        else None for c in spec.columns}  # type: ignore[operator]
+                diff = {c.key: _minus(ours[c.key], paper[c.key]) if c.diff else None for c in spec.columns}
                 lines.append(Line(row, label, r.status, str(r.run_dir), _notes(spec, r), ours, paper, diff))
         out[tid] = lines
     return out

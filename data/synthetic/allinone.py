@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +89,7 @@ def write_allinone_msrvtt(out_dir: str | os.PathLike[str], *, n_videos: int = 20
     rng = np.random.default_rng(seed)
     sizes = allinone_split_sizes(n_videos)
     ids = [f"video{i}" for i in range(n_videos)]
-    annotations = []
+    annotations: list[dict[str, Any]] = []
     for vid in ids:
         length = int(rng.integers(n_frames[0], n_frames[1] + 1))
         write_video(out / "videos" / f"{vid}.mp4", video_frames(rng, length, *size_hw), fps=fps)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from data.synthetic import allinone, violet
@@ -40,7 +41,7 @@ def _allinone_msrvtt(out: str, *, n_videos: int | None, seed: int, **_: Any) -> 
 
 
 def _violet(name: str) -> Callable[..., Any]:
-    def write(out: str, *, n_videos: int | None, seed: int, image_size: int | None, task: str | None) -> Any:
+    def write(out: str, *, n_videos: int | None, seed: int, image_size: int | None, task: violet.TgifTask | None) -> Any:
         kw: dict[str, Any] = {"seed": seed}
         if n_videos is not None:
             kw["n_videos"] = n_videos
@@ -49,7 +50,8 @@ def _violet(name: str) -> Callable[..., Any]:
             kw.update(image_size=image_size, vq_grid=image_size // 32)
         if name == "tgif":
             return violet.write_tgif(out, task=task or "action", **kw)
-        return {"violet-msrvtt": violet.write_violet_msrvtt, "msvd": violet.write_msvd}[name](out, **kw)
+        writers: dict[str, Callable[..., dict[str, Path]]] = {"violet-msrvtt": violet.write_violet_msrvtt, "msvd": violet.write_msvd}
+        return writers[name](out, **kw)
 
     return write
 

@@ -142,7 +142,9 @@ def write_msrvtt(out_dir: str | os.PathLike[str], *, n_videos: int = 20, seed: i
     sizes = msrvtt_split_sizes(n_videos)
     n_train = sizes["n_train_videos"]
     video_ids = [f"video{i}" for i in range(n_videos)]
-    videos, sentences, features = [], [], {}
+    videos: list[dict[str, Any]] = []
+    sentences: list[dict[str, Any]] = []
+    features: dict[str, np.ndarray] = {}
     for i, vid in enumerate(video_ids):
         split = "train" if i < n_train else "test"
         videos.append({"category": int(rng.integers(20)), "url": f"https://www.youtube.com/watch?v={youtube_id(rng)}",

@@ -578,8 +578,8 @@ class MosiDataset(FeatureTextDataset):
         clips = []
         for r in kept:
             shape = getattr(r.video, "shape", None)
-            if not (isinstance(r.video, np.ndarray) and r.video.ndim == 2 and shape[0] >= 1
-                    and shape[1] == feature_dim):
+            if not (isinstance(r.video, np.ndarray) and r.video.ndim == 2 and r.video.shape[0] >= 1
+                    and r.video.shape[1] == feature_dim):
                 raise ValueError(f"record {r.id!r}: video must be an array [T >= 1, {feature_dim}], got shape {shape}")
             if r.id in features:
                 raise ValueError(f"record id {r.id!r} appears twice in split {split!r}")

@@ -127,7 +127,7 @@ class YouCook2(FeatureTextDataset):
                          feature_framerate=feature_framerate, mask_prob=mask_prob, force_mask=force_mask, seed=seed,
                          special=special)
         self.text_source = text_source
-        csv_path, data_path, features_path = map(os.fspath, (csv_path, data_path, features_path))
+        csv_path, data_path, features_path = (os.fspath(p) for p in (csv_path, data_path, features_path))
         rows = read_csv_rows(csv_path, ("video_id", "feature_file"))
         for n, row in enumerate(rows, start=2):  # line 1 is the header
             if not row["video_id"] or not row["feature_file"]:

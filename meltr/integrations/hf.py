@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -69,7 +70,7 @@ class _MetaStepCallback(TrainerCallback):
     """Hooks the meta-learner into the training loop at the two points a ``Trainer`` subclass cannot
     reach by overriding public methods: training start and the end of each optimiser step."""
 
-    def __init__(self, trainer: "MeltrTrainer") -> None:
+    def __init__(self, trainer: MeltrTrainer) -> None:
         self.trainer = trainer
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
@@ -123,7 +124,7 @@ class MeltrTrainer(Trainer):
         loss_names: Sequence[str] | None = None,
         target_loss: str | None = None,
         meta_seed: int | None = None,
-        meta_loader: Iterable | None = None,
+        meta_loader: Iterable[Any] | None = None,
         **trainer_kwargs: Any,
     ) -> None:
         if model is None:
@@ -149,8 +150,9 @@ class MeltrTrainer(Trainer):
         self.add_callback(_MetaStepCallback(self))
 
     def _build_meta(self, loss_names: Sequence[str] | None, target_loss: str | None, combiner: CombinerConfig | None,
-                    meta: MetaConfig | None, seed: int, meta_loader: Iterable | None) -> MetaLearner:
-        args = self.args
+                    meta: MetaConfig | None, seed: int, meta_loader: Iterable[Any] | None) -> MetaLearner:
+        args, model = self.args, self.model
+        assert model is not None  # __init__ requires model= (no model_init)
         kwargs: dict[str, Any] = {
             "seed": seed,
             "meta_loader": meta_loader,
@@ -163,13 +165,13 @@ class MeltrTrainer(Trainer):
             torch.manual_seed(seed)
             if loss_names is None:
                 try:
-                    return MetaLearner.for_model(self.model, combiner, meta, target_loss=target_loss, **kwargs)
+                    return MetaLearner.for_model(model, combiner, meta, target_loss=target_loss, **kwargs)
                 except LossContractError as exc:
                     raise LossContractError(f"{exc}. With MeltrTrainer: MeltrTrainer(..., loss_names=(...), target_loss='...')") from None
-            target_loss = target_loss if target_loss is not None else getattr(self.model, "target_loss", None)
+            target_loss = target_loss if target_loss is not None else getattr(model, "target_loss", None)
             if target_loss is None:
-                raise LossContractError(f"{type(self.model).__name__} has no target_loss: pass MeltrTrainer(..., target_loss='<one of {tuple(loss_names)}>')")
-            param = next(self.model.parameters(), None)
+                raise LossContractError(f"{type(model).__name__} has no target_loss: pass MeltrTrainer(..., target_loss='<one of {tuple(loss_names)}>')")
+            param = next(model.parameters(), None)
             device = param.device if param is not None else args.device
             learner = MetaLearner(loss_names, target_loss, combiner, meta, device=device, **kwargs)
             learner.model_name = type(self.model).__name__
@@ -230,6 +232,7 @@ class MeltrTrainer(Trainer):
             return
         # self.model is the bare model: the meta step must never run through DDP (its reducer would
         # see the functional passes); the learner averages over ranks itself.
+        assert self.model is not None and self.optimizer is not None  # set before the first optimiser step
         self.meta.maybe_step(self.model, *batches, lr=float(self.optimizer.param_groups[0]["lr"]))
 
     # ------------------------------------------------------------------ logging and evaluation
@@ -248,6 +251,7 @@ class MeltrTrainer(Trainer):
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
         if self._eval_losses:
             mean = torch.stack(self._eval_losses).mean(0).tolist()
+            assert output.metrics is not None  # the Trainer's evaluation_loop always returns its metrics dict
             output.metrics.update({f"{metric_key_prefix}_loss/{n}": v for n, v in zip(self.meta.loss_names, mean)})
             self._eval_losses = []
         return output
@@ -264,7 +268,7 @@ class MeltrTrainer(Trainer):
             ValueError: The checkpoint was written by another number of processes (each process's meta
                 buffer holds its own batches, so they cannot be mapped).
         """
-        if resume_from_checkpoint is True and os.path.isdir(self.args.output_dir):
+        if resume_from_checkpoint is True and self.args.output_dir is not None and os.path.isdir(self.args.output_dir):
             # Resolved here as the Trainer does it, to know the folder; with none found, the Trainer raises.
             resume_from_checkpoint = get_last_checkpoint(self.args.output_dir) or True
         self._resume = None
@@ -291,7 +295,8 @@ class MeltrTrainer(Trainer):
         folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         save_checkpoint({"meta": self.meta.state_dict(), "global_step": self.state.global_step, "world_size": self.args.world_size},
                         _meta_file(folder, self.args.process_index))
-        super()._save_checkpoint(model, trial, *args, **kwargs)
+        # untyped_calls_exclude does not reach a super() call of the unannotated Trainer method
+        super()._save_checkpoint(model, trial, *args, **kwargs)  # type: ignore[no-untyped-call]
 
 
 def _use_non_reentrant_checkpointing(args: TrainingArguments) -> None:
@@ -303,7 +308,10 @@ def _use_non_reentrant_checkpointing(args: TrainingArguments) -> None:
     """
     if not args.gradient_checkpointing:
         return
-    kwargs = dict(args.gradient_checkpointing_kwargs or {})
+    given = args.gradient_checkpointing_kwargs or {}
+    if isinstance(given, str):  # TrainingArguments parses a JSON string into a dict in __post_init__
+        raise TypeError(f"gradient_checkpointing_kwargs must be a dict (or JSON object text when the arguments are built), got {given!r}")
+    kwargs = dict(given)
     if "use_reentrant" not in kwargs:
         args.gradient_checkpointing_kwargs = {**kwargs, "use_reentrant": False}
         log.info("gradient checkpointing: use_reentrant=False (the meta step differentiates through the checkpointed layers)")

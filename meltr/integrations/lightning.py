@@ -176,7 +176,7 @@ class MeltrCallback(pl.Callback):
         self._epoch_done = True
 
     def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        every = trainer.log_every_n_steps
+        every = trainer.log_every_n_steps  # type: ignore[attr-defined]  # set on the Trainer by Lightning's logger connector, undeclared
         if every == 0:
             self.meta.pop_metrics()  # logging is off: drop the running means
             return
@@ -243,7 +243,7 @@ def meltr_loss(module: pl.LightningModule, output: Any) -> Tensor:
         RuntimeError: the module's Trainer has no :class:`MeltrCallback`.
         meltr.LossContractError: the output breaks the loss contract (names every problem).
     """
-    for callback in module.trainer.callbacks:  # type: ignore[union-attr]
+    for callback in module.trainer.callbacks:  # type: ignore[attr-defined]  # set on the Trainer by Lightning's callback connector, undeclared
         if isinstance(callback, MeltrCallback):
             return callback.combine(module, output)
     raise RuntimeError(

@@ -8,11 +8,15 @@ backbone is one module implementing :class:`Recipe` plus one line in :data:`RECI
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from torch import nn
 from torch.utils.data import DataLoader
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = ["RECIPES", "Recipe", "RunParts", "recipe"]
 
@@ -44,7 +48,7 @@ class Recipe(Protocol):
     """The contract of a recipe module (``scripts/recipes/<backbone>.py``)."""
 
     @property
-    def RunConfig(self) -> type:  # noqa: N802 - the dataclass the run YAML maps onto
+    def RunConfig(self) -> type[DataclassInstance]:  # noqa: N802 - the dataclass the run YAML maps onto
         ...
 
     def build(self, cfg: Any, rank: int, world: int, *, load_init: bool = True) -> RunParts:

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from backbones.common.attention import AttentionImpl, set_attention
 from backbones.allinone import AllInOne, AllInOneConfig, load_official

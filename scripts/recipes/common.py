@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterator, Sized
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -42,6 +43,8 @@ def train_loader(ds: Dataset, *, batch_size: int, seed: int, rank: int, world: i
     :class:`EpochSampler` so that resume and DDP see the data of a single-process run."""
     if batch_size % world:
         raise ValueError(f"loader.batch_size {batch_size} is not divisible by {world} ranks")
+    if not isinstance(ds, Sized):
+        raise TypeError(f"train_loader needs a map-style dataset with __len__ (the sampler shards by index), got {type(ds).__name__}")
     sampler = EpochSampler(len(ds), seed=seed, rank=rank, world_size=world)
     return DataLoader(ds, batch_size=batch_size // world, sampler=sampler, collate_fn=collate, drop_last=drop_last,
                       num_workers=num_workers, generator=torch.Generator(), persistent_workers=False)

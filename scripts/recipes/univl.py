@@ -89,13 +89,16 @@ def model_config(opt: ModelOptions, data: UniVLDataConfig) -> UniVLConfig:
     if opt.size == "base":
         return set_attention(UniVLConfig.base(**common), opt.attention)
     # Golden-fixture tower sizes, but the real vocabulary so the bert-base-uncased tokenizer fits.
-    tower = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    def tower(vocab_size: int, max_position_embeddings: int) -> BertConfig:
+        return BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                          vocab_size=vocab_size, max_position_embeddings=max_position_embeddings)
+
     pos = max(64, data.max_words)
     return set_attention(UniVLConfig.tiny(
-        text=BertConfig(**tower, vocab_size=30522, max_position_embeddings=pos),
-        decoder=BertConfig(**tower, vocab_size=30522, max_position_embeddings=pos),
-        visual=BertConfig(**tower, vocab_size=1024, max_position_embeddings=max(64, data.max_frames)),
-        cross=BertConfig(**tower, vocab_size=32, max_position_embeddings=max(128, data.max_words + data.max_frames)),
+        text=tower(30522, pos),
+        decoder=tower(30522, pos),
+        visual=tower(1024, max(64, data.max_frames)),
+        cross=tower(32, max(128, data.max_words + data.max_frames)),
         **common,
     ), opt.attention)
 

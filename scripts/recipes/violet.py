@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from torch import nn
 from torch.utils.data import Dataset
 
 from backbones.common.attention import AttentionImpl, set_attention
@@ -145,7 +144,7 @@ def build(cfg: RunConfig, rank: int, world: int, *, load_init: bool = True) -> R
 def report(cfg: RunConfig, metrics: dict[str, float]) -> str:
     """The selected checkpoint's numbers in percent (retrieval: t2v is the paper's table; QA: accuracy)."""
     if cfg.data.task == "retrieval":
-        keys = ("t2v_R@1", "t2v_R@5", "t2v_R@10", "t2v_MedR", "v2t_R@1", "v2t_MedR")
+        keys: tuple[str, ...] = ("t2v_R@1", "t2v_R@5", "t2v_R@10", "t2v_MedR", "v2t_R@1", "v2t_MedR")
     else:
         keys = ("acc", "acc_official_batch_mean")
     parts = [f"{k} {metrics[k]:.1f}" if "MedR" in k else f"{k} {100 * metrics[k]:.2f}" for k in keys if k in metrics]

@@ -14,7 +14,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import torch
@@ -249,7 +249,10 @@ def test_meta_learner_in_a_user_loop_restores_positions_through_fetch() -> None:
     with pytest.raises(ValueError, match="pass fetch="):
         other.load_state_dict(state)
     reads: list[tuple[int, int]] = []
-    fetch: Callable[[tuple[int, int]], Any] = lambda p: reads.append(p) or where[p]
+    def fetch(p: tuple[int, int]) -> Any:
+        reads.append(p)
+        return where[p]
+
     other.load_state_dict(state, fetch=fetch)
     assert reads == list(where)[-3:] and all(a is b for a, b in zip(other.buffer, meta.buffer))
     with pytest.raises(BufferMismatchError, match=r"\(epoch 1, batch 0 of the epoch\).*not a function of"):

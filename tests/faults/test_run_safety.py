@@ -10,7 +10,6 @@ no training and the resumed run equals the uninterrupted one; a resume leaves a 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import stat

@@ -14,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from meltr.checkpoint import load_checkpoint
 from meltr.log import read_jsonl
@@ -37,7 +36,7 @@ def _run(args: list[str], tmp_path: Path, nproc: int = 1, timeout: int = 300) ->
 
 def _check_log(text: str, run_dir: Path, total: int) -> None:
     """Plain progress lines (step, loss, task weights, ETA), the evaluation and the result line."""
-    steps = [int(m) for m in re.findall(r"step (\d+)/%d " % total, text)]
+    steps = [int(m) for m in re.findall(rf"step (\d+)/{total} ", text)]
     assert steps and steps[0] == 1 and steps == sorted(steps)
     assert re.search(r"weights cls [-\d.e]+", text) and "ETA" in text
     final = read_jsonl(run_dir / "metrics.jsonl")[-1]

@@ -8,8 +8,9 @@ import csv
 import itertools
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import pytorch_lightning as pl

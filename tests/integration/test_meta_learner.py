@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import pydoc
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch

@@ -11,8 +11,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import torch
@@ -123,7 +124,7 @@ def test_forward_mode_ad_under_the_meta_step_context_matches_explicit(case: Case
         model = case.build(attention)
         params, tangents = _params_and_tangents(model)
         with differentiable_attention():
-            results.append(jvp(lambda p: _losses(model, batch, p), (params,), (tangents,)))
+            results.append(jvp(lambda p, model=model: _losses(model, batch, p), (params,), (tangents,)))
     (fused_value, fused_tangent), (explicit_value, explicit_tangent) = results
     torch.testing.assert_close(fused_value, explicit_value, **EVAL_TOL)
     torch.testing.assert_close(fused_tangent, explicit_tangent, **DERIV_TOL)

@@ -64,7 +64,8 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     layers: list[LayerConfig] = field(default_factory=list)
     loss_weights: dict[str, float] = field(default_factory=dict)
-    scheduler: Optional[SchedulerConfig] = None
+    # typing.Optional on purpose: the loader takes both union spellings (grad_clip above is the `X | None` one).
+    scheduler: Optional[SchedulerConfig] = None  # noqa: UP045
     extra: Any = None
 
 

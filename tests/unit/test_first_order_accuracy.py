@@ -12,7 +12,7 @@ kink in its video losses within 1e-4 of the weights along ``v`` forces small ste
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -72,7 +72,9 @@ def _objectives(case: str, dtype: torch.dtype, gamma: float):
         return lambda ps: stack_losses(functional_call(model, dict(zip(names, ps)), (batch,)), model.loss_names)
 
     lv, lt = losses_on(batches[0]), losses_on(batches[1])
-    frozen = lambda l: functional_call(comb, {n: p.detach() for n, p in comb.named_parameters()}, (l,))
+    def frozen(l: Tensor) -> Tensor:
+        return functional_call(comb, {n: p.detach() for n, p in comb.named_parameters()}, (l,))
+
     primary = SumObjective(lambda ps: lv(ps)[pi], lambda ps: gamma * (lt(ps).sum() - frozen(lt(ps))).abs())
     return primary, CombinedObjective(lt, comb), params, list(comb.parameters())
 

@@ -24,8 +24,12 @@ def _setup(model_cls, batches, gamma: float, seed: int = 0):
         return lambda ps: stack_losses(functional_call(model, dict(zip(names, ps)), (batch,)), model.loss_names)
 
     lv, lt = losses_of(batches[0]), losses_of(batches[1])
-    frozen = lambda l: functional_call(comb, {n: p.detach() for n, p in comb.named_parameters()}, (l,))
-    reg = lambda ps: gamma * (lt(ps).sum() - frozen(lt(ps))).abs()
+    def frozen(l):
+        return functional_call(comb, {n: p.detach() for n, p in comb.named_parameters()}, (l,))
+
+    def reg(ps):
+        return gamma * (lt(ps).sum() - frozen(lt(ps))).abs()
+
     primary = SumObjective(lambda ps: lv(ps)[0], reg)
     aux = CombinedObjective(lt, comb)
     return primary, aux, params, list(comb.parameters())
