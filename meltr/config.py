@@ -44,6 +44,7 @@ __all__ = [
     "dump",
     "from_dict",
     "load",
+    "read_yaml",
     "to_dict",
 ]
 
@@ -559,24 +560,14 @@ def _blame(key: str, overrides: Sequence[str], source: str) -> str | None:
     return None
 
 
-def load(path: str | os.PathLike[str], cls: type[T], overrides: Sequence[str] = ()) -> T:
-    """Reads a YAML config file, applies overrides and builds ``cls`` strictly.
-
-    An empty file means "all defaults". Errors name the file, and for bad values the dotted key;
-    when the key was set by an override, the message quotes that override.
-
-    Args:
-        path: The YAML file.
-        cls: The dataclass type to build (e.g. ``RunConfig``).
-        overrides: ``dotted.key=value`` strings, applied in order (see :func:`apply_overrides`).
-
-    Returns:
-        An instance of ``cls``.
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The mapping in a YAML config file, read strictly: exponent floats (``1e-4``) are floats, duplicate
+    keys are refused, an empty file is an empty mapping. :func:`load` reads its file with it; a launcher
+    that merges several files before :func:`from_dict` reads each with it.
 
     Raises:
-        ConfigError: If the file is missing or unreadable, is not valid YAML (the message gives the
-            line), has duplicate keys, is not a mapping at the top level, or does not fit ``cls``.
-        TypeError: If ``cls`` uses an unsupported annotation.
+        ConfigError: If the file is missing or unreadable, is not valid YAML (the message gives the line),
+            has duplicate keys, or is not a mapping at the top level.
     """
     source = str(path)
     try:
@@ -597,11 +588,35 @@ def load(path: str | os.PathLike[str], cls: type[T], overrides: Sequence[str] = 
         raise ConfigError(f"invalid YAML: {e}", source=source) from e
 
     if data is None:
-        data = {}
+        return {}
     if not isinstance(data, dict):
         raise ConfigError(
             f"top level must be a mapping of keys to values, got a {type(data).__name__}", source=source
         )
+    return data
+
+
+def load(path: str | os.PathLike[str], cls: type[T], overrides: Sequence[str] = ()) -> T:
+    """Reads a YAML config file, applies overrides and builds ``cls`` strictly.
+
+    An empty file means "all defaults". Errors name the file, and for bad values the dotted key;
+    when the key was set by an override, the message quotes that override.
+
+    Args:
+        path: The YAML file.
+        cls: The dataclass type to build (e.g. ``RunConfig``).
+        overrides: ``dotted.key=value`` strings, applied in order (see :func:`apply_overrides`).
+
+    Returns:
+        An instance of ``cls``.
+
+    Raises:
+        ConfigError: If the file is missing or unreadable, is not valid YAML (the message gives the
+            line), has duplicate keys, is not a mapping at the top level, or does not fit ``cls``.
+        TypeError: If ``cls`` uses an unsupported annotation.
+    """
+    source = str(path)
+    data = read_yaml(path)
     data = apply_overrides(data, overrides, source)
     try:
         return from_dict(data, cls, source=source)

@@ -15,49 +15,13 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-import yaml
 
-# _Loader: meltr.config's strict YAML dialect, not exported yet (see read_yaml)
-from meltr.config import ConfigError, _Loader, apply_overrides, from_dict
+from meltr.config import ConfigError, apply_overrides, from_dict, read_yaml
 from scripts.recipes import RECIPES, Recipe, recipe
 
-__all__ = ["load_run", "merge", "read_yaml", "resolve"]
-
-
-def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The mapping in a YAML file, read with the strict loader of :func:`meltr.config.load`.
-
-    That loader reads exponent floats (``1e-4``) as floats and refuses duplicate keys; meltr.config does not
-    export it yet, hence the private import (a public ``meltr.config`` reader would replace this function).
-    An empty file is an empty mapping.
-
-    Raises:
-        ConfigError: The file is missing or unreadable, is not valid YAML (the message gives the line), or
-            its top level is not a mapping.
-    """
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise ConfigError("config file not found", source=source) from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read config file ({e})", source=source) from e
-    try:
-        data = yaml.load(text, Loader=_Loader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        raise ConfigError(f"invalid YAML at {where}: {e.problem or e.context or 'syntax error'}", source=source) from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"invalid YAML: {e}", source=source) from e
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"top level must be a mapping of keys to values, got a {type(data).__name__}", source=source)
-    return data
+__all__ = ["load_run", "merge", "resolve"]
 
 
 def merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
