@@ -22,10 +22,11 @@ def test_9k_row_runs_tiny_with_the_sum_baseline(tmp_path) -> None:
     assert state["config"]["data"]["split"] == "9k" and state["config"]["trainer"]["combiner"]["name"] == "sum"
 
 
-def test_fork_primary_switch_puts_mlm_first(tmp_path) -> None:
+def test_fork_target_loss_switch_puts_mlm_first(tmp_path) -> None:
+    # (the old key model.primary is read from old YAML files and checkpoints: tests/unit/test_target_loss.py)
     state = check_tiny_run("paper/allinone_msrvtt7k_retrieval.sh", tmp_path / "fork", ["mlm", "ind_itc"], METRICS,
-                           args=["--set", "model.primary=mlm"])
-    assert state["config"]["model"]["target_loss"] == "mlm"  # the old key still works; the run stores the new one
+                           args=["--set", "model.target_loss=mlm"])
+    assert state["config"]["model"]["target_loss"] == "mlm"
 
 
 def test_missing_checkpoint_stops_with_the_path(tmp_path) -> None:

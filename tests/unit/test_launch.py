@@ -234,6 +234,9 @@ def test_two_runs_of_one_config_give_the_same_numbers(tmp_path) -> None:
 
     (losses_a, weights_a), (losses_b, weights_b) = run("a"), run("b")
     assert losses_a == losses_b and weights_a.keys() == weights_b.keys()
-    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    # Bit-identical with one thread; with several, torch's CPU kernels that accumulate by index in parallel (the
+    # Swin relative-position table's gradient) may round differently from run to run (seen: 1e-10).
+    for k in weights_a:
+        torch.testing.assert_close(weights_a[k], weights_b[k], rtol=0, atol=1e-8, msg=k)
     losses_c, _ = run("c", "--set", "trainer.seed=1")
     assert losses_c[0] != losses_a[0]
