@@ -108,7 +108,7 @@ def test_official_state_dicts_load_in_the_paper_form_and_residual_ones_do_not_ex
         LossTransformer(LossTransformerConfig(num_tasks=4)).to_official()
 
 
-TABLE10 = ["trainer.combiner.preset=null"]  # scripts/ablation_table10.sh: SE / TE only, sizes set field by field
+TABLE10 = ["trainer.combiner.preset=null"]  # scripts/launch.py TABLES["10"]: SE / TE only, sizes set field by field
 
 
 @pytest.mark.parametrize(
