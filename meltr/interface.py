@@ -2,13 +2,14 @@
 
 Any ``nn.Module`` with a ``loss_names`` tuple, a ``target_loss`` name and a ``forward`` that returns
 exactly those losses (finite 0-dim tensors, in that order) can be fine-tuned by :class:`meltr.Trainer`.
-The position of a loss in ``loss_names`` is its task index in the loss transformer.
+The position of a loss in ``loss_names`` is its task index in the loss transformer. The errors raised when
+a model's losses or a combiner break this contract live here too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -18,6 +19,9 @@ __all__ = [
     "LossDict",
     "MultiLossModel",
     "LossContractError",
+    "CombinerTrainingError",
+    "NonFiniteError",
+    "NonFinitePolicy",
     "Combiner",
     "check_losses",
     "losses_of",
@@ -52,6 +56,22 @@ class MultiLossModel(Protocol):
 
 class LossContractError(ValueError):
     """A model returned losses that break the :class:`MultiLossModel` contract."""
+
+
+class CombinerTrainingError(RuntimeError):
+    """The combiner cannot train the backbone (e.g. its output ignores the losses)."""
+
+
+NonFinitePolicy = Literal["raise", "skip"]
+"""What to do with a non-finite combined loss, gradient norm or hypergradient: ``raise`` a
+:class:`NonFiniteError` (the default), or ``skip`` the update (no optimiser step, gradients dropped)
+and count it, as AMP's ``GradScaler`` skips a step with inf/NaN gradients."""
+
+
+class NonFiniteError(FloatingPointError):
+    """A non-finite combined loss, gradient norm or hypergradient, caught before any optimiser step
+    (so nothing poisoned reaches the weights or a checkpoint); the message names the step, the loss
+    values and the combiner."""
 
 
 def _model_name(model: object) -> str:

@@ -54,7 +54,8 @@ from meltr.hypergrad import (
     full_precision_requested,
     lite_from_graph,
 )
-from meltr.interface import Combiner, LossContractError, check_losses, losses_of, stack_losses
+from meltr.interface import (Combiner, CombinerTrainingError, LossContractError, NonFiniteError, NonFinitePolicy,
+                             check_losses, losses_of, stack_losses)
 from meltr.model_call import BoundCall, ModelCall, call_batch, explain_meta_error, model_loss_names, to_device, unwrap_model
 from meltr.optim import OptimConfig, build_optimizer, build_scheduler
 
@@ -117,22 +118,6 @@ class MetaConfig:
         if not (math.isfinite(self.gamma) and self.gamma >= 0):
             raise ValueError(f"{at}gamma must be a finite number >= 0, got {self.gamma}")
         self.optim.validate(f"{at}optim")
-
-
-class CombinerTrainingError(RuntimeError):
-    """The combiner cannot train the backbone (e.g. its output ignores the losses)."""
-
-
-NonFinitePolicy = Literal["raise", "skip"]
-"""What to do with a non-finite combined loss, gradient norm or hypergradient: ``raise`` a
-:class:`NonFiniteError` (the default), or ``skip`` the update (no optimiser step, gradients dropped)
-and count it, as AMP's ``GradScaler`` skips a step with inf/NaN gradients."""
-
-
-class NonFiniteError(FloatingPointError):
-    """A non-finite combined loss, gradient norm or hypergradient, caught before any optimiser step
-    (so nothing poisoned reaches the weights or a checkpoint); the message names the step, the loss
-    values and the combiner."""
 
 
 def _fmt_losses(names: Sequence[str], values: Tensor | None) -> str:
