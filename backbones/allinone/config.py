@@ -18,12 +18,12 @@ from stored configs through ``RENAMED``):
 from __future__ import annotations
 
 import dataclasses
-import warnings
-from dataclasses import InitVar, dataclass
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from backbones.common.attention import AttentionImpl, check_attention
 from backbones.common.bert import BertConfig
+from meltr.deprecation import renamed_fields
 
 __all__ = ["LOSS_NAMES", "TargetLoss", "AllInOneConfig"]
 
@@ -33,6 +33,7 @@ LOSS_NAMES: tuple[str, ...] = ("mlm", "ind_itc")
 TargetLoss = Literal["ind_itc", "mlm"]
 
 
+@renamed_fields  # primary= and .primary keep working for one release, with a DeprecationWarning
 @dataclass
 class AllInOneConfig:
     """Everything that shapes an All-in-one model. Defaults are the full-size numbers."""
@@ -54,17 +55,9 @@ class AllInOneConfig:
     temperature: float = 0.05  # fixed (not learned) softmax temperature of ind_itc
     fold_div: int = 8  # temporal token rolling moves tokens_per_frame // fold_div tokens each way
     target_loss: TargetLoss = "ind_itc"  # meta-objective: "ind_itc" (paper) or "mlm" (the released fork)
-    primary: InitVar[TargetLoss | None] = None  # target_loss's old keyword, accepted for one release (not a field)
     patch_shuffle: bool = False  # official per-forward random patch order in training (never in eval)
     initializer_range: float = 0.02  # std of the normal / truncated-normal inits
     attention: AttentionImpl = "sdpa"  # ViT attention: "sdpa" (fused kernels) or "explicit" (matmul/softmax)
-
-    def __post_init__(self, primary: TargetLoss | None) -> None:
-        if primary is not None:
-            # backbones import only meltr.interface, so this is meltr.deprecation.renamed_kwargs' message spelled out.
-            warnings.warn("AllInOneConfig: 'primary=' is renamed 'target_loss=' (the old name is accepted until the next "
-                          "release)", DeprecationWarning, stacklevel=3)
-            self.target_loss = primary
 
     @classmethod
     def base(cls, **overrides: object) -> AllInOneConfig:

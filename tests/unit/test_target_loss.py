@@ -52,7 +52,7 @@ def test_violet_target_loss_does_not_change_the_losses(task: str) -> None:
 
 def test_allinone_target_loss_orders_the_losses_and_reads_the_old_key() -> None:
     assert AllInOne(AllInOneConfig.tiny(target_loss="mlm")).loss_names == ("mlm", "ind_itc")
-    with pytest.warns(DeprecationWarning, match="AllInOneConfig: 'primary=' is renamed 'target_loss='"):
+    with pytest.warns(DeprecationWarning, match="AllInOneConfig.__init__: 'primary=' is renamed 'target_loss='"):
         assert AllInOneConfig.tiny(primary="mlm") == AllInOneConfig.tiny(target_loss="mlm")
     with pytest.warns(FutureWarning, match="'primary' is renamed 'target_loss'"):
         assert from_dict({"primary": "mlm"}, AllInOneConfig).target_loss == "mlm"
